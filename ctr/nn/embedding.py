@@ -1,0 +1,100 @@
+"""Field embeddings: every field becomes a D-vector, with the numeric and categorical stage norms applied.
+
+Numeric fields are embedded so that every norm keeps the value (see ``shared/research/papers.md`` 1.3): a dense
+value ``x`` becomes ``x * v + b`` (``m`` where missing), with per-field vectors ``v, b, m``. A per-field LN of the
+bias-free ``x * v`` would keep only ``sign(x)``; the bias breaks the proportionality. Bucketised numeric fields are
+looked up in the id table like categorical fields but still belong to the numeric stage.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ctr.data.schema import Batch, Schema
+from ctr.nn.norm import EmbeddingNorm, NormSpec, parse_norm
+
+EMBED_STD = 0.01
+
+
+class FieldEmbedding(nn.Module):
+    """All fields of a batch as one (B, F, D) tensor, numeric-stage fields first, then categorical-stage fields.
+
+    Args:
+        schema: the prepared data's schema.
+        dim: D.
+        numeric: norm of the numeric stage (fields whose raw column is numeric), over (B, F_num, D).
+        categorical: norm of the categorical stage, over (B, F_cat, D).
+        sparse: produce sparse gradients for the id table (pair with a sparse-capable optimizer).
+
+    One table with per-field offsets holds every id field, so a lookup is one gather whatever F is.
+    """
+
+    def __init__(self, schema: Schema, dim: int, numeric: NormSpec | str = "none",
+                 categorical: NormSpec | str = "none", sparse: bool = False) -> None:
+        super().__init__()
+        id_fields, dense_fields = schema.id_fields, schema.dense_fields
+        self.dim = dim
+        sizes = torch.tensor([f.vocab_size for f in id_fields], dtype=torch.long)
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (Fc,)
+        self.table = nn.Embedding(max(int(sizes.sum()), 1), dim, sparse=sparse)
+        nn.init.normal_(self.table.weight, std=EMBED_STD)
+        fn = len(dense_fields)
+        self.dense_weight = nn.Parameter(torch.randn(fn, dim) * EMBED_STD)  # v: (Fn, D)
+        self.dense_bias = nn.Parameter(torch.randn(fn, dim) * EMBED_STD)  # b: (Fn, D)
+        self.dense_missing = nn.Parameter(torch.randn(fn, dim) * EMBED_STD)  # m: (Fn, D)
+        # id columns split by stage; dense fields are always numeric
+        num_ids = [i for i, f in enumerate(id_fields) if f.source == "numeric"]
+        cat_ids = [i for i, f in enumerate(id_fields) if f.source != "numeric"]
+        self.register_buffer("num_id_cols", torch.tensor(num_ids, dtype=torch.long), persistent=False)
+        self.register_buffer("cat_id_cols", torch.tensor(cat_ids, dtype=torch.long), persistent=False)
+        self.num_numeric = fn + len(num_ids)
+        self.num_categorical = len(cat_ids)
+        self.num_fields = self.num_numeric + self.num_categorical
+        self.numeric_norm = EmbeddingNorm(parse_norm(numeric, "norm.numeric", True), self.num_numeric, dim) if self.num_numeric else nn.Identity()
+        self.categorical_norm = EmbeddingNorm(parse_norm(categorical, "norm.categorical", True), self.num_categorical, dim) if self.num_categorical else nn.Identity()
+        self._contiguous_stages = num_ids == list(range(len(num_ids)))  # numeric ids come first: no gather needed
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Embed a batch.
+
+        Args:
+            batch: ids (B, Fc), dense (B, Fn), dense_missing (B, Fn).
+
+        Returns:
+            (B, F, D) embeddings, F = F_num + F_cat, after the stage norms.
+        """
+        e_ids = self.table(batch.ids + self.offsets)  # (B, Fc, D)
+        x = batch.dense.unsqueeze(-1)  # (B, Fn, 1)
+        e_dense = torch.where(batch.dense_missing.unsqueeze(-1), self.dense_missing, x * self.dense_weight + self.dense_bias)  # (B, Fn, D)
+        if self._contiguous_stages:
+            k = self.num_id_cols.numel()
+            e_num_ids, e_cat = e_ids[:, :k], e_ids[:, k:]  # (B, Fc_num, D), (B, F_cat, D)
+        else:
+            e_num_ids, e_cat = e_ids[:, self.num_id_cols], e_ids[:, self.cat_id_cols]
+        e_num = torch.cat([e_dense, e_num_ids], dim=1)  # (B, F_num, D)
+        return torch.cat([self.numeric_norm(e_num), self.categorical_norm(e_cat)], dim=1)  # (B, F, D)
+
+
+class LinearTerm(nn.Module):
+    """First-order term: a weight per id, a weight per dense value (and per missing flag), and a global bias.
+
+    Args:
+        schema: the prepared data's schema.
+    """
+
+    def __init__(self, schema: Schema, sparse: bool = False) -> None:
+        super().__init__()
+        sizes = torch.tensor([f.vocab_size for f in schema.id_fields], dtype=torch.long)
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (Fc,)
+        self.table = nn.Embedding(max(int(sizes.sum()), 1), 1, sparse=sparse)
+        nn.init.zeros_(self.table.weight)
+        fn = len(schema.dense_fields)
+        self.dense_weight = nn.Parameter(torch.zeros(fn))
+        self.missing_weight = nn.Parameter(torch.zeros(fn))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Returns (B,) first-order logits."""
+        ids = self.table(batch.ids + self.offsets).squeeze(-1).sum(1)  # (B,)
+        dense = batch.dense @ self.dense_weight + batch.dense_missing.to(batch.dense.dtype) @ self.missing_weight  # (B,)
+        return ids + dense + self.bias

@@ -1,0 +1,65 @@
+"""Optimizer parameter groups by tensor role, and the learning-rate schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ctr.config import TrainConfig
+from ctr.nn.embedding import FieldEmbedding, LinearTerm
+from ctr.nn.norm import NORMS
+
+ROLES = ("embedding", "norm", "weight", "bias")
+
+
+def param_roles(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Split parameters by role, so that changing a norm never silently changes regularisation.
+
+    * ``embedding``: embedding tables and the per-field vectors of dense-value embeddings and linear terms;
+    * ``norm``: gains and biases of every registered norm, and weight-norm magnitudes ``g``;
+    * ``weight``: other tensors with >= 2 dims (Linear / conv weights, weight-norm directions ``v``);
+    * ``bias``: everything else (biases, scalar gates).
+    """
+    norm_types = tuple(NORMS.get(n) for n in NORMS.names())
+    roles: dict[str, list[tuple[str, nn.Parameter]]] = {r: [] for r in ROLES}
+    owner: dict[int, str] = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag, FieldEmbedding, LinearTerm)):
+            role = "embedding"
+        elif isinstance(module, norm_types):
+            role = "norm"
+        else:
+            continue
+        for p in module.parameters():
+            owner.setdefault(id(p), role)
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        role = owner.get(id(p))
+        if role is None:
+            if name.endswith("parametrizations.weight.original0"):  # weight-norm magnitude g
+                role = "norm"
+            else:
+                role = "weight" if p.ndim >= 2 else "bias"
+        roles[role].append((name, p))
+    return roles
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with one parameter group per role and the role's weight decay (L2, coupled as in ``torch.optim.Adam``)."""
+    decay = {"embedding": cfg.embedding_weight_decay, "norm": cfg.norm_weight_decay, "weight": cfg.weight_decay, "bias": 0.0}
+    groups = [{"params": [p for _, p in ps], "weight_decay": decay[role], "role": role}
+              for role, ps in param_roles(model).items() if ps]
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` at ``step`` (0-based): linear warm-up, then constant, linear or cosine decay to 0."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.decay == "none":
+        return 1.0
+    span = max(total_steps - cfg.warmup_steps, 1)
+    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return 1.0 - t if cfg.decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
