@@ -27,7 +27,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     from ctr.config import load_config
-    from ctr.train import train_run
+    from ctr.train.run import train_run
 
     p = argparse.ArgumentParser(prog="train.py", description="Train a CTR model and test it; writes a run directory.")
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable; later files win)")
@@ -48,7 +48,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    from ctr.train import evaluate_run
+    from ctr.train.run import evaluate_run
 
     p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a trained run (AUC, logloss).")
     p.add_argument("--run", required=True, help="run directory written by train.py")

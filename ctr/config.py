@@ -87,6 +87,8 @@ class DiagnosticsConfig:
     landscape: bool = False
     activations: bool = True
     landscape_steps: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.4])
+    magnitude: bool = True  # correlation of |x| with the numeric embedding norm (dense numeric fields)
+    bn_gap: bool = True  # train-mode vs eval-mode predictions, for models with BatchNorm
 
 
 @dataclass

@@ -212,8 +212,15 @@ class NormSpec:
         unit) and returns an identity norm; every other norm leaves the layer alone.
         """
         if self.reparametrizes:
-            return nn.utils.parametrizations.weight_norm(layer, name="weight", dim=0), nn.Identity()
+            return self.reparametrize(layer), nn.Identity()
         return layer, self.build(shape)
+
+    def reparametrize(self, layer: nn.Module) -> nn.Module:
+        """``layer`` with its ``weight`` weight-normalised (one gain per output unit) if this spec is ``wn``, else
+        ``layer`` unchanged: for a stage's Linear layers that have no activation norm of their own."""
+        if self.reparametrizes:
+            return nn.utils.parametrizations.weight_norm(layer, name="weight", dim=0)
+        return layer
 
 
 def _check_option(norm: str, key: str, value: Any, default: Any, where: str) -> Any:

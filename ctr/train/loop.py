@@ -18,6 +18,7 @@ from ctr.config import RunConfig
 from ctr.data.schema import Batch
 from ctr.metrics import auc, logloss
 from ctr.train import io
+from ctr.train.distributed import DistContext, broadcast_flag
 from ctr.train.optim import build_optimizer, lr_factor
 
 BatchSource = Callable[[int], Iterable[Batch]]  # epoch -> batches
@@ -80,7 +81,7 @@ class FitResult:
 
 def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Callable[[], Iterable[Batch]],
         cfg: RunConfig, run_dir: Path | None, device: torch.device, steps_per_epoch: int,
-        hooks: tuple[Hook, ...] = (), is_main: bool = True) -> FitResult:
+        hooks: tuple[Hook, ...] = (), ctx: DistContext = DistContext()) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of the epoch with the best valid AUC.
 
     Args:
@@ -91,8 +92,10 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
         run_dir: where ``metrics.jsonl`` and ``model.pt`` (best weights) go; None writes nothing.
         steps_per_epoch: for the schedule and the progress bar.
         hooks: called after each backward pass (diagnostics).
-        is_main: False on non-zero DDP ranks: no files, no progress bar.
+        ctx: the distributed context; only rank 0 evaluates, writes files and shows progress, and its
+            early-stopping decision is broadcast to the other ranks.
     """
+    is_main = ctx.is_main
     tc = cfg.train
     optimizer = build_optimizer(model, tc)
     total_steps = steps_per_epoch * tc.epochs
@@ -137,24 +140,25 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         samples += epoch_samples
-        if not is_main:
-            continue
-        valid = score(*predict_logits(core, valid_batches(), device, tc.precision))
-        record = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1),
-                  "valid_auc": valid["auc"], "valid_logloss": valid["logloss"],
-                  "samples_per_sec": epoch_samples / max(seconds, 1e-9), "seconds": seconds}
-        history.append(record)
-        if metrics_path is not None:
-            io.append_jsonl(metrics_path, record)
-        if valid["auc"] > best_auc:
-            best_auc, best_epoch, best_valid, bad_epochs = valid["auc"], epoch, valid, 0
-            best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
-            if run_dir is not None:
-                io.save_state(run_dir / io.MODEL, best_state)
-        else:
-            bad_epochs += 1
-            if bad_epochs >= tc.patience:
-                break
+        stop = False
+        if is_main:
+            valid = score(*predict_logits(core, valid_batches(), device, tc.precision))
+            record = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1),
+                      "valid_auc": valid["auc"], "valid_logloss": valid["logloss"],
+                      "samples_per_sec": epoch_samples / max(seconds, 1e-9), "seconds": seconds}
+            history.append(record)
+            if metrics_path is not None:
+                io.append_jsonl(metrics_path, record)
+            if valid["auc"] > best_auc:
+                best_auc, best_epoch, best_valid, bad_epochs = valid["auc"], epoch, valid, 0
+                best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+                if run_dir is not None:
+                    io.save_state(run_dir / io.MODEL, best_state)
+            else:
+                bad_epochs += 1
+                stop = bad_epochs >= tc.patience
+        if broadcast_flag(ctx, stop):
+            break
     if best_state is not None:
         core.load_state_dict(best_state)
     return FitResult(best_epoch, best_valid, len(history) or tc.epochs, train_seconds, samples / max(train_seconds, 1e-9), history)

@@ -1,0 +1,53 @@
+"""AutoInt (Song et al., CIKM 2019, "AutoInt: Automatic Feature Interaction Learning via Self-Attentive Neural
+Networks")."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from ctr.config import NormConfig
+from ctr.data.schema import Batch, Schema
+from ctr.models.base import CTRModel, register_model
+from ctr.nn.attention import SelfAttentionStack
+from ctr.nn.embedding import FieldEmbedding
+from ctr.nn.norm import NormSpec
+
+
+@dataclass
+class AutoIntOptions:
+    """Official-code defaults (Criteo run: 3 layers, 2 heads, 64 = 2 x 32 per layer, residual, ReLU projections)."""
+
+    attention_layers: int = 3
+    attention_dim: int = 64
+    heads: int = 2
+    residual: bool = True
+    projection_relu: bool = True
+    attention_dropout: float = 0.0
+
+
+@register_model("autoint")
+class AutoInt(CTRModel):
+    """AutoInt (Song et al. 2019): interacting layers (multi-head self-attention over fields) on the embeddings,
+    flattened, then a Linear to the logit. No MLP and no linear term, as in the paper's AutoInt (AutoInt+ adds
+    the MLP: ``autoint_plus``). The attention norm and its position follow :mod:`ctr.nn.attention`."""
+
+    stages = ("numeric", "categorical", "attention")
+    Options = AutoIntOptions
+
+    def __init__(self, schema: Schema, embed_dim: int, options: AutoIntOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
+        super().__init__(schema, embed_dim, options, norms, norm_cfg)
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        f = self.embed.num_fields
+        self.attention = SelfAttentionStack(f, embed_dim, [options.attention_dim] * options.attention_layers,
+                                            options.heads, norms["attention"], norm_cfg.attention_position,
+                                            options.projection_relu, options.residual, options.attention_dropout)
+        self.attention_out = nn.Linear(f * self.attention.out_dim, 1)
+
+    def attention_logit(self, e: Tensor) -> Tensor:
+        """(B, F, D) -> (B,) logit of the attention part."""
+        return self.attention_out(self.attention(e).flatten(1)).squeeze(-1)  # (B, F*A) -> (B,)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Returns (B,) logits."""
+        return self.attention_logit(self.embed(batch))

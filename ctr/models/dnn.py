@@ -1,0 +1,30 @@
+"""A plain deep network over the concatenated field embeddings (the NormDNN base)."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from ctr.config import NormConfig
+from ctr.data.schema import Batch, Schema
+from ctr.models.base import CTRModel, MLPOptions, register_model
+from ctr.nn.embedding import FieldEmbedding
+from ctr.nn.mlp import MLP
+from ctr.nn.norm import NormSpec
+
+
+@register_model("dnn")
+class DNN(CTRModel):
+    """Embedding -> concatenation -> MLP -> logit; e.g. the DNN baseline of Covington et al. (RecSys 2016) and
+    the base of NormDNN (Wang et al. 2020, "Correct Normalization Matters", arXiv 2006.12753)."""
+
+    stages = ("numeric", "categorical", "mlp")
+    Options = MLPOptions
+
+    def __init__(self, schema: Schema, embed_dim: int, options: MLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
+        super().__init__(schema, embed_dim, options, norms, norm_cfg)
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.mlp = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position,
+                       options.dropout, options.activation, out_dim=1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Returns (B,) logits."""
+        return self.mlp(self.embed(batch).flatten(1)).squeeze(-1)  # (B, F*D) -> (B,)

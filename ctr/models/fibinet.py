@@ -1,0 +1,58 @@
+"""FiBiNET (Huang, Zhang, Zhang, RecSys 2019, "FiBiNET: Combining Feature Importance and Bilinear feature
+Interaction for Click-Through Rate Prediction")."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ctr.config import NormConfig
+from ctr.data.schema import Batch, Schema
+from ctr.errors import ConfigError
+from ctr.models.base import CTRModel, MLPOptions, register_model
+from ctr.nn.embedding import FieldEmbedding, LinearTerm
+from ctr.nn.interaction import BILINEAR_TYPES, Bilinear, SENet
+from ctr.nn.mlp import MLP
+from ctr.nn.norm import NormSpec
+
+
+@dataclass
+class FiBiNETOptions(MLPOptions):
+    """SENET reduction ratio and bilinear type (``field_all``, ``field_each``, ``field_interaction``)."""
+
+    reduction_ratio: int = 3
+    bilinear_type: str = "field_interaction"
+
+    def __post_init__(self) -> None:
+        if self.bilinear_type not in BILINEAR_TYPES:
+            raise ConfigError(f"model.bilinear_type '{self.bilinear_type}' is not one of: {', '.join(BILINEAR_TYPES)}")
+        if self.reduction_ratio < 1:
+            raise ConfigError("model.reduction_ratio must be >= 1")
+
+
+@register_model("fibinet")
+class FiBiNET(CTRModel):
+    """FiBiNET (Huang et al. 2019): bilinear interactions of the embeddings E and of their SENET re-weighting V,
+    concatenated into an MLP; plus the first-order term (paper Eq. 14)."""
+
+    stages = ("numeric", "categorical", "mlp")
+    Options = FiBiNETOptions
+
+    def __init__(self, schema: Schema, embed_dim: int, options: FiBiNETOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
+        super().__init__(schema, embed_dim, options, norms, norm_cfg)
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        f = self.embed.num_fields
+        self.linear = LinearTerm(schema)
+        self.senet = SENet(f, options.reduction_ratio)
+        self.bilinear_e = Bilinear(f, embed_dim, options.bilinear_type)
+        self.bilinear_v = Bilinear(f, embed_dim, options.bilinear_type)
+        self.mlp = MLP(2 * self.bilinear_e.out_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position,
+                       options.dropout, options.activation, out_dim=1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Returns (B,) logits."""
+        e = self.embed(batch)  # (B, F, D)
+        p = self.bilinear_e(e).flatten(1)  # (B, P*D)
+        q = self.bilinear_v(self.senet(e)).flatten(1)  # (B, P*D)
+        return self.linear(batch) + self.mlp(torch.cat([p, q], dim=1)).squeeze(-1)  # (B,)

@@ -1,0 +1,31 @@
+"""Factorization machine (Rendle, ICDM 2010, "Factorization Machines")."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from ctr.config import NormConfig
+from ctr.data.schema import Batch, Schema
+from ctr.models.base import CTRModel, NoOptions, register_model
+from ctr.nn.embedding import FieldEmbedding, LinearTerm
+from ctr.nn.interaction import FM as FMInteraction
+from ctr.nn.norm import NormSpec
+
+
+@register_model("fm")
+class FM(CTRModel):
+    """Factorization machine (Rendle 2010): linear term + ``sum_{i<j} <e_i, e_j>`` over the field embeddings.
+
+    The numeric and categorical stage norms act on the embeddings before the pairwise term."""
+
+    stages = ("numeric", "categorical")
+    Options = NoOptions
+
+    def __init__(self, schema: Schema, embed_dim: int, options: NoOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
+        super().__init__(schema, embed_dim, options, norms, norm_cfg)
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.linear = LinearTerm(schema)
+        self.fm = FMInteraction()
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Returns (B,) logits."""
+        return self.linear(batch) + self.fm(self.embed(batch))  # (B,)

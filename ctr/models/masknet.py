@@ -1,0 +1,72 @@
+"""MaskNet (Wang, She, Zhang, DLP-KDD 2021, "MaskNet: Introducing Feature-Wise Multiplication to CTR Ranking
+Models by Instance-Guided Mask")."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ctr.config import NormConfig
+from ctr.data.schema import Batch, Schema
+from ctr.errors import ConfigError
+from ctr.models.base import CTRModel, MLPOptions, register_model
+from ctr.nn.embedding import FieldEmbedding
+from ctr.nn.gating import MaskBlock
+from ctr.nn.mlp import MLP
+from ctr.nn.norm import NormSpec
+
+STRUCTURES = ("parallel", "serial")
+
+
+@dataclass
+class MaskNetOptions(MLPOptions):
+    """``parallel`` (ParaMaskNet): ``num_blocks`` MaskBlocks of width ``block_dim`` on the embeddings, concatenated
+    into an MLP of widths ``hidden``. ``serial`` (SerMaskNet): one MaskBlock per entry of ``hidden``, chained."""
+
+    hidden: list[int] = field(default_factory=lambda: [400, 400])
+    structure: str = "parallel"
+    num_blocks: int = 3
+    block_dim: int = 64
+    reduction_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.structure not in STRUCTURES:
+            raise ConfigError(f"model.structure '{self.structure}' is not one of: {', '.join(STRUCTURES)}")
+
+
+@register_model("masknet")
+class MaskNet(CTRModel):
+    """MaskNet (Wang et al. 2021): MaskBlocks, whose masks come from the flattened embeddings, in parallel or in
+    series, then a Linear to the logit. The paper's embedding LN is the ``numeric``/``categorical`` stage norm and
+    its hidden-layer LN (in every MaskBlock and the parallel MLP) is the ``mlp`` stage norm."""
+
+    stages = ("numeric", "categorical", "mlp")
+    Options = MaskNetOptions
+
+    def __init__(self, schema: Schema, embed_dim: int, options: MaskNetOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
+        super().__init__(schema, embed_dim, options, norms, norm_cfg)
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        width = self.embed.num_fields * embed_dim
+        self.parallel = options.structure == "parallel"
+        args = (options.reduction_ratio, norms["mlp"], norm_cfg.mlp_position, options.dropout, options.activation)
+        self.blocks = nn.ModuleList()
+        if self.parallel:
+            self.blocks.extend(MaskBlock(width, width, options.block_dim, *args) for _ in range(options.num_blocks))
+            self.head = MLP(options.num_blocks * options.block_dim, options.hidden, norms["mlp"],
+                            norm_cfg.mlp_position, options.dropout, options.activation, out_dim=1)
+        else:
+            for h in options.hidden:
+                self.blocks.append(MaskBlock(width, self.blocks[-1].out_dim if self.blocks else width, h, *args))
+            self.head = nn.Linear(self.blocks[-1].out_dim if self.blocks else width, 1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Returns (B,) logits."""
+        v_emb = self.embed(batch).flatten(1)  # (B, F*D)
+        if self.parallel:
+            h = torch.cat([block(v_emb, v_emb) for block in self.blocks], dim=1)  # (B, num_blocks * block_dim)
+        else:
+            h = v_emb
+            for block in self.blocks:
+                h = block(v_emb, h)  # (B, H)
+        return self.head(h).squeeze(-1)  # (B,)

@@ -1,0 +1,47 @@
+"""xDeepFM (Lian et al., KDD 2018, "xDeepFM: Combining Explicit and Implicit Feature Interactions for Recommender
+Systems")."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from ctr.config import NormConfig
+from ctr.data.schema import Batch, Schema
+from ctr.models.base import CTRModel, MLPOptions, register_model
+from ctr.nn.cin import CIN
+from ctr.nn.embedding import FieldEmbedding, LinearTerm
+from ctr.nn.mlp import MLP
+from ctr.nn.norm import NormSpec
+
+
+@dataclass
+class XDeepFMOptions(MLPOptions):
+    """CIN feature maps per layer (paper, Criteo: 200 x 3) and the DNN (paper: 400-400)."""
+
+    hidden: list[int] = field(default_factory=lambda: [400, 400])
+    cin_layers: list[int] = field(default_factory=lambda: [200, 200, 200])
+
+
+@register_model("xdeepfm")
+class XDeepFM(CTRModel):
+    """xDeepFM (Lian et al. 2018): linear term + CIN (sum-pooled maps -> Linear) + MLP, summed as one logit."""
+
+    stages = ("numeric", "categorical", "mlp", "cin")
+    Options = XDeepFMOptions
+
+    def __init__(self, schema: Schema, embed_dim: int, options: XDeepFMOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
+        super().__init__(schema, embed_dim, options, norms, norm_cfg)
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        f = self.embed.num_fields
+        self.linear = LinearTerm(schema)
+        self.cin = CIN(f, embed_dim, options.cin_layers, norms["cin"])
+        self.cin_out = nn.Linear(self.cin.out_dim, 1)
+        self.mlp = MLP(f * embed_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position, options.dropout,
+                       options.activation, out_dim=1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Returns (B,) logits."""
+        e = self.embed(batch)  # (B, F, D)
+        cin = self.cin_out(self.cin(e)).squeeze(-1)  # (B,)
+        return self.linear(batch) + cin + self.mlp(e.flatten(1)).squeeze(-1)  # (B,)

@@ -1,0 +1,106 @@
+"""AutoInt's multi-head self-attention interacting layers (Song et al., CIKM 2019), with the ``attention`` stage norm.
+
+Shape letters: A = attention width of a layer (all heads), heads split it into A / heads per head.
+
+The layer follows the official code (``featureRec/autoint/model.py``, ``multihead_attention``): Q, K, V and the
+residual are Linear projections (each followed by ReLU when ``projection_relu``), scaled dot-product softmax per
+head, attention dropout, heads concatenated, residual added, then ReLU. The paper's equations have no ReLU on the
+projections and no norm; the code adds a LayerNorm after the ReLU. Norm positions (``norm.attention_position``):
+
+* ``post`` (the official code, Post-LN): ``y = Norm(ReLU(MHA(x) + Res(x)))``.
+* ``pre`` (Xiong et al. 2020, Pre-LN): ``y = ReLU(MHA(Norm(x)) + Res(x))`` and one final ``Norm`` after the
+  last layer; the residual path never passes through a norm.
+
+With ``norm = none`` both positions compute the same function. ``wn`` weight-normalises every projection instead.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ctr.errors import ConfigError
+from ctr.nn.norm import NormSpec, parse_norm
+
+POSITIONS = ("post", "pre")
+
+
+class InteractingLayer(nn.Module):
+    """One interacting layer: multi-head self-attention over fields with a projected residual.
+
+    Args:
+        num_fields: F.
+        in_dim: width of each field's input vector.
+        out_dim: A, width of each field's output (all heads).
+        heads: number of heads; must divide ``out_dim``.
+        norm: the ``attention`` stage norm; shape (F, in_dim) for ``pre``, (F, out_dim) for ``post``.
+        position: ``post`` or ``pre`` (see the module docstring).
+        projection_relu: ReLU after the Q, K, V and residual projections (official code).
+        residual: add the projected residual ``Res(x)``.
+        dropout: dropout on the attention weights.
+    """
+
+    def __init__(self, num_fields: int, in_dim: int, out_dim: int, heads: int = 2, norm: NormSpec | str = "none",
+                 position: str = "post", projection_relu: bool = True, residual: bool = True,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if position not in POSITIONS:
+            raise ConfigError(f"attention position '{position}' is not one of: {', '.join(POSITIONS)}")
+        if out_dim % heads:
+            raise ConfigError(f"attention width {out_dim} is not divisible by {heads} heads")
+        spec = parse_norm(norm, "norm.attention")
+        self.heads, self.position, self.dropout = heads, position, dropout
+        self.projection_relu = projection_relu
+        norm_shape = (num_fields, in_dim if position == "pre" else out_dim)
+        # Q, K, V in one Linear; wn normalises each output unit's row, the same as three separate wn Linears
+        self.qkv, self.norm = spec.apply(nn.Linear(in_dim, 3 * out_dim), norm_shape)
+        self.res = spec.reparametrize(nn.Linear(in_dim, out_dim)) if residual else None
+
+    def _project(self, layer: nn.Module, x: Tensor) -> Tensor:
+        y = layer(x)
+        return F.relu(y) if self.projection_relu else y
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, F, in_dim) -> (B, F, out_dim)."""
+        b, f, _ = x.shape
+        h = self.norm(x) if self.position == "pre" else x
+        q, k, v = self._project(self.qkv, h).view(b, f, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, F, A/heads)
+        att = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)  # (B, heads, F, A/heads)
+        y = att.transpose(1, 2).reshape(b, f, -1)  # (B, F, A)
+        if self.res is not None:
+            y = y + self._project(self.res, x)
+        y = F.relu(y)
+        return self.norm(y) if self.position == "post" else y
+
+
+class SelfAttentionStack(nn.Module):
+    """AutoInt's stack of interacting layers, plus the final norm of the ``pre`` position.
+
+    Args:
+        num_fields: F.
+        in_dim: D, the embedding width.
+        layer_dims: A of each layer.
+        heads, projection_relu, residual, dropout: per layer, see :class:`InteractingLayer`.
+        norm: the ``attention`` stage norm.
+        position: ``post`` or ``pre``.
+    """
+
+    def __init__(self, num_fields: int, in_dim: int, layer_dims: list[int], heads: int = 2,
+                 norm: NormSpec | str = "none", position: str = "post", projection_relu: bool = True,
+                 residual: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        spec = parse_norm(norm, "norm.attention")
+        self.layers = nn.ModuleList()
+        width = in_dim
+        for a in layer_dims:
+            self.layers.append(InteractingLayer(num_fields, width, a, heads, spec, position, projection_relu,
+                                                residual, dropout))
+            width = a
+        pre = position == "pre" and not spec.reparametrizes and layer_dims
+        self.final_norm = spec.build((num_fields, width)) if pre else nn.Identity()
+        self.out_dim = width
+
+    def forward(self, e: Tensor) -> Tensor:
+        """(B, F, D) -> (B, F, A_last)."""
+        for layer in self.layers:
+            e = layer(e)
+        return self.final_norm(e)

@@ -1,0 +1,281 @@
+"""Interaction blocks against direct (loop) formulas."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ctr.nn.attention import InteractingLayer, SelfAttentionStack
+from ctr.nn.cin import CIN
+from ctr.nn.cross import CrossNet, CrossNetV2
+from ctr.nn.gating import BilinearFusion, FeatureGating, MaskBlock
+from ctr.nn.interaction import FM, Bilinear, InnerProduct, SENet
+
+B, NF, D = 5, 4, 3
+ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def e() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(B, NF, D)
+
+
+def pairs(n: int = NF) -> list[tuple[int, int]]:
+    return list(itertools.combinations(range(n), 2))
+
+
+def test_fm_matches_pair_loop(e: torch.Tensor) -> None:
+    expected = sum((e[:, i] * e[:, j]).sum(-1) for i, j in pairs())
+    torch.testing.assert_close(FM()(e), expected, atol=ATOL, rtol=1e-5)
+
+
+def test_inner_product_matches_pair_loop(e: torch.Tensor) -> None:
+    layer = InnerProduct(NF)
+    expected = torch.stack([(e[:, i] * e[:, j]).sum(-1) for i, j in pairs()], dim=1)
+    assert layer.out_dim == NF * (NF - 1) // 2
+    torch.testing.assert_close(layer(e), expected, atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["field_all", "field_each", "field_interaction"])
+def test_bilinear_matches_pair_loop(e: torch.Tensor, kind: str) -> None:
+    torch.manual_seed(1)
+    layer = Bilinear(NF, D, kind)
+    out = []
+    for p, (i, j) in enumerate(pairs()):
+        w = layer.weight[{"field_all": 0, "field_each": i, "field_interaction": p}[kind]]
+        out.append((e[:, i] @ w) * e[:, j])
+    torch.testing.assert_close(layer(e), torch.stack(out, dim=1), atol=ATOL, rtol=1e-5)
+
+
+def test_senet_reweights_fields(e: torch.Tensor) -> None:
+    layer = SENet(NF, reduction_ratio=2)
+    w1, w2 = layer.excitation[0].weight, layer.excitation[2].weight
+    a = F.relu(F.relu(e.mean(-1) @ w1.T) @ w2.T)  # (B, F)
+    torch.testing.assert_close(layer(e), e * a[..., None], atol=ATOL, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------ CIN
+
+
+def cin_direct(cin: CIN, x0: torch.Tensor, norm=None) -> torch.Tensor:
+    """X^k_h = sum_{i,j} W^{k,h}_{ij} (X^{k-1}_i * X^0_j), written with explicit loops; p^k_h = sum_d X^k_h."""
+    m = x0.shape[1]
+    xk, pooled = x0, []
+    for linear in cin.linears:
+        w = linear.weight  # (H_k, H_{k-1} * m), column index i * m + j
+        nxt = torch.zeros(x0.shape[0], w.shape[0], x0.shape[2])
+        for h in range(w.shape[0]):
+            for i in range(xk.shape[1]):
+                for j in range(m):
+                    nxt[:, h] += w[h, i * m + j] * xk[:, i] * x0[:, j]
+        if norm is not None:  # statistics over the H_k maps at each position d
+            nxt = norm(nxt.transpose(1, 2)).transpose(1, 2)
+        xk = nxt
+        pooled.append(xk.sum(-1))
+    return torch.cat(pooled, dim=1)
+
+
+def test_cin_matches_direct_formula(e: torch.Tensor) -> None:
+    torch.manual_seed(2)
+    cin = CIN(NF, D, [3, 2])
+    assert cin.out_dim == 5
+    torch.testing.assert_close(cin(e), cin_direct(cin, e), atol=ATOL, rtol=1e-5)
+
+
+def test_cin_norm_takes_stats_over_feature_maps(e: torch.Tensor) -> None:
+    torch.manual_seed(2)
+    cin = CIN(NF, D, [4, 2], norm="ln_simple")
+    ln = lambda x: F.layer_norm(x, x.shape[-1:])  # noqa: E731
+    torch.testing.assert_close(cin(e), cin_direct(cin, e, ln), atol=1e-4, rtol=1e-4)
+    assert cin(e).abs().sum() > 0  # pooling over D of maps normalised over H_k is not degenerate
+
+
+def test_cin_wn_normalises_each_output_map() -> None:
+    cin = CIN(NF, D, [3], norm="wn")
+    g = cin.linears[0].parametrizations.weight.original0
+    assert g.shape == (3, 1)
+    torch.testing.assert_close(cin.linears[0].weight.norm(dim=1), g.squeeze(1).abs())
+
+
+# ---------------------------------------------------------------------------------------------------------- cross
+
+
+def test_cross_v1_matches_formula() -> None:
+    torch.manual_seed(3)
+    x0 = torch.randn(B, 6)
+    net = CrossNet(6, 3)
+    with torch.no_grad():
+        net.biases.normal_()
+    x = x0
+    for layer in range(3):
+        w, b = net.weights[layer].weight[0], net.biases[layer]
+        x = x0 * (x @ w)[:, None] + b + x  # x_{l+1} = x0 * (x_l . w) + b + x_l
+    torch.testing.assert_close(net(x0), x, atol=ATOL, rtol=1e-5)
+
+
+def test_cross_v1_norm_and_wn() -> None:
+    torch.manual_seed(3)
+    x0 = torch.randn(B, 6)
+    net = CrossNet(6, 1, norm="ln_simple")
+    w = net.weights[0].weight[0]
+    torch.testing.assert_close(net(x0), F.layer_norm(x0 * (x0 @ w)[:, None] + x0, (6,)), atol=ATOL, rtol=1e-5)
+    wn = CrossNet(6, 1, norm="wn")
+    param = wn.weights[0].parametrizations.weight
+    assert param.original0.numel() == 1  # one gain for the whole vector
+    torch.testing.assert_close(wn.weights[0].weight.norm(), param.original0.abs().squeeze())
+
+
+def test_cross_v2_matches_formula() -> None:
+    torch.manual_seed(4)
+    x0 = torch.randn(B, 6)
+    net = CrossNetV2(6, 2)
+    x = x0
+    for layer in net.layers:
+        x = x0 * (x @ layer.w.weight.T + layer.w.bias) + x  # x_{l+1} = x0 * (W x_l + b) + x_l
+    torch.testing.assert_close(net(x0), x, atol=ATOL, rtol=1e-5)
+
+
+def test_cross_v2_low_rank_and_mixture_match_formula() -> None:
+    torch.manual_seed(5)
+    x0 = torch.randn(B, 6)
+    low = CrossNetV2(6, 1, low_rank=2)
+    v, u = low.layers[0].w[0], low.layers[0].w[1]
+    torch.testing.assert_close(low(x0), x0 * ((x0 @ v.weight.T) @ u.weight.T + u.bias) + x0, atol=ATOL, rtol=1e-5)
+    mix = CrossNetV2(6, 1, low_rank=2, num_experts=3)
+    layer = mix.layers[0]
+    gates = torch.softmax(x0 @ layer.gate.weight.T, dim=-1)
+    expected = x0.clone()
+    for k in range(3):
+        inner = torch.tanh(torch.tanh(x0 @ layer.v[k].weight.T) @ layer.c[k].weight.T)
+        expected = expected + gates[:, k:k + 1] * x0 * (inner @ layer.u[k].weight.T + layer.u[k].bias)
+    torch.testing.assert_close(mix(x0), expected, atol=ATOL, rtol=1e-5)
+
+
+def test_cross_v2_norm_follows_residual() -> None:
+    torch.manual_seed(6)
+    x0 = torch.randn(B, 6)
+    net = CrossNetV2(6, 1, norm="ln_simple")
+    w = net.layers[0].w
+    expected = F.layer_norm(x0 * (x0 @ w.weight.T + w.bias) + x0, (6,))
+    torch.testing.assert_close(net(x0), expected, atol=ATOL, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------ attention
+
+
+def test_attention_matches_per_head_formula(e: torch.Tensor) -> None:
+    torch.manual_seed(7)
+    layer = InteractingLayer(NF, D, 4, heads=2)
+    q, k, v = F.relu(layer.qkv(e)).split(4, dim=-1)  # (B, F, 4) each
+    heads = []
+    for h in range(2):
+        sl = slice(2 * h, 2 * h + 2)
+        att = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / 2 ** 0.5, dim=-1)  # (B, F, F)
+        heads.append(att @ v[..., sl])
+    expected = F.relu(torch.cat(heads, -1) + F.relu(layer.res(e)))
+    torch.testing.assert_close(layer(e), expected, atol=ATOL, rtol=1e-5)
+
+
+def _record_norm_inputs(stack: SelfAttentionStack) -> list:
+    seen = []
+    for name, mod in stack.named_modules():
+        if name.endswith("norm") and not isinstance(mod, torch.nn.Identity):
+            mod.register_forward_hook(lambda m, inp, out, name=name: seen.append((name, inp[0], out)))
+    return seen
+
+
+def test_attention_post_norms_the_residual_sum(e: torch.Tensor) -> None:
+    torch.manual_seed(8)
+    stack = SelfAttentionStack(NF, D, [4, 4], heads=2, norm="ln", position="post")
+    seen = _record_norm_inputs(stack)
+    layer_inputs = []
+    for layer in stack.layers:
+        layer.register_forward_hook(lambda m, inp, out: layer_inputs.append((inp[0], out)))
+    out = stack(e)
+    assert [n for n, _, _ in seen] == ["layers.0.norm", "layers.1.norm"]  # no final norm
+    for (name, inp, nout), (lin, lout) in zip(seen, layer_inputs):
+        assert (inp >= 0).all()  # the norm sees ReLU(MHA + residual), not the layer input
+        torch.testing.assert_close(nout, lout)  # and its output is the layer's output
+    torch.testing.assert_close(out, seen[-1][2])
+
+
+def test_attention_pre_norms_the_input_and_adds_a_final_norm(e: torch.Tensor) -> None:
+    torch.manual_seed(8)
+    stack = SelfAttentionStack(NF, D, [4, 4], heads=2, norm="ln", position="pre")
+    seen = _record_norm_inputs(stack)
+    layer_inputs = []
+    for layer in stack.layers:
+        layer.register_forward_hook(lambda m, inp, out: layer_inputs.append((inp[0], out)))
+    out = stack(e)
+    assert [n for n, _, _ in seen] == ["layers.0.norm", "layers.1.norm", "final_norm"]
+    torch.testing.assert_close(seen[0][1], e)  # layer 0's norm sees the raw input
+    torch.testing.assert_close(seen[1][1], layer_inputs[1][0])  # layer 1's norm sees layer 1's input
+    torch.testing.assert_close(seen[2][1], layer_inputs[1][1])  # the final norm sees the last layer's output
+    torch.testing.assert_close(out, seen[2][2])
+
+
+def test_attention_pre_residual_bypasses_the_norm(e: torch.Tensor) -> None:
+    """Pre with zeroed attention values: the output is ReLU(Res(x)), with x un-normalised."""
+    torch.manual_seed(9)
+    layer = InteractingLayer(NF, D, 4, heads=2, norm="ln", position="pre")
+    with torch.no_grad():
+        layer.qkv.weight[8:].zero_()  # V projection
+        layer.qkv.bias[8:].zero_()
+    torch.testing.assert_close(layer(e), F.relu(F.relu(layer.res(e))), atol=ATOL, rtol=1e-5)
+    post = InteractingLayer(NF, D, 4, heads=2, norm="ln", position="post")
+    post.qkv.load_state_dict(layer.qkv.state_dict())
+    post.res.load_state_dict(layer.res.state_dict())
+    assert not torch.allclose(post(e), layer(e))
+
+
+def test_attention_positions_agree_without_norm(e: torch.Tensor) -> None:
+    torch.manual_seed(10)
+    post = SelfAttentionStack(NF, D, [4, 4], heads=2, position="post")
+    pre = SelfAttentionStack(NF, D, [4, 4], heads=2, position="pre")
+    pre.load_state_dict(post.state_dict())
+    torch.testing.assert_close(pre(e), post(e))
+
+
+def test_attention_pre_is_scale_invariant_without_residual(e: torch.Tensor) -> None:
+    layer = InteractingLayer(NF, D, 4, heads=2, norm={"name": "ln", "eps": 1e-12}, position="pre", residual=False)
+    torch.testing.assert_close(layer(10 * e), layer(e), atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------------- gating
+
+
+def test_mask_block_matches_formula() -> None:
+    torch.manual_seed(11)
+    v_emb, v_in = torch.randn(B, 6), torch.randn(B, 5)
+    block = MaskBlock(6, 5, 3, reduction_ratio=2.0, norm="ln_simple")
+    l1, l2 = block.mask[0], block.mask[2]
+    assert l1.out_features == 10
+    mask = F.relu(v_emb @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
+    hidden = block.hidden.net[0]
+    expected = F.relu(F.layer_norm((mask * v_in) @ hidden.weight.T + hidden.bias, (3,)))  # Linear -> LN -> ReLU
+    torch.testing.assert_close(block(v_emb, v_in), expected, atol=ATOL, rtol=1e-5)
+
+
+def test_feature_gating_scales_into_0_2(e: torch.Tensor) -> None:
+    gate = FeatureGating(NF, D, [8])
+    g = 2 * torch.sigmoid(gate.gate(gate.context))
+    torch.testing.assert_close(gate(e), e.flatten(1) * g)
+    assert ((g > 0) & (g < 2)).all()
+
+
+def test_bilinear_fusion_matches_head_loop() -> None:
+    torch.manual_seed(12)
+    o1, o2 = torch.randn(B, 4), torch.randn(B, 6)
+    fusion = BilinearFusion(4, 6, heads=2)
+    expected = fusion.w1(o1).squeeze(-1) + fusion.w2(o2).squeeze(-1)
+    for h in range(2):
+        expected = expected + torch.einsum("bi,ij,bj->b", o1[:, 2 * h:2 * h + 2], fusion.w12[h], o2[:, 3 * h:3 * h + 3])
+    torch.testing.assert_close(fusion(o1, o2), expected, atol=ATOL, rtol=1e-5)

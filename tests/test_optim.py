@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from ctr.config import ModelConfig, NormConfig, TrainConfig
+from ctr.data.schema import Field, Schema
+from ctr.models import build_model
+from ctr.train.optim import build_optimizer, lr_factor, param_roles
+
+
+def schema():
+    return Schema([Field("I1", "numeric", "dense", "log_standard"), Field("I2", "numeric", "id", "log2_bucket", 5),
+                   Field("C1", "categorical", "id", "vocab", 9), Field("C2", "categorical", "id", "vocab", 4)])
+
+
+def roles_of(norm):
+    m = build_model(schema(), ModelConfig("deepfm", 4, {"hidden": [8, 8]}), NormConfig(numeric=norm, categorical=norm, mlp=norm))
+    return {role: {name for name, _ in ps} for role, ps in param_roles(m).items()}, m
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln", "vo_ln", "rms", "gn"])
+def test_norm_parameters_get_their_own_group(norm):
+    roles, model = roles_of(norm)
+    assert roles["norm"], "norm gains/biases must be found"
+    assert all("norm" in n or ".bn." in n or "net.1." in n or "net.4." in n for n in roles["norm"])
+    assert {"embed.table.weight", "embed.dense_weight", "linear.table.weight"} <= roles["embedding"]
+    assert all(n.endswith("weight") for n in roles["weight"])
+    every = set().union(*roles.values())
+    assert every == {n for n, _ in model.named_parameters()}, "each parameter has exactly one role"
+    assert sum(map(len, roles.values())) == len(every)
+
+
+def test_weight_norm_gain_is_a_norm_parameter_and_direction_a_weight():
+    roles, _ = roles_of("wn")
+    assert any(n.endswith("parametrizations.weight.original0") for n in roles["norm"])
+    assert any(n.endswith("parametrizations.weight.original1") for n in roles["weight"])
+
+
+def test_no_norm_means_no_norm_group_and_decay_per_role():
+    roles, model = roles_of("none")
+    assert not roles["norm"]
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.1, norm_weight_decay=0.0, embedding_weight_decay=0.01))
+    decay = {g["role"]: g["weight_decay"] for g in opt.param_groups}
+    assert decay == {"embedding": 0.01, "weight": 0.1, "bias": 0.0}
+
+
+def test_lr_schedule_warmup_then_decay():
+    tc = TrainConfig(warmup_steps=4, decay="linear")
+    f = [lr_factor(s, 14, tc) for s in range(14)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert f[4] == 1.0 and f[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(f[4:], f[5:]))
+    cos = TrainConfig(decay="cosine")
+    assert lr_factor(0, 10, cos) == 1.0 and lr_factor(5, 10, cos) == pytest.approx(0.5)
+    assert lr_factor(3, 10, TrainConfig()) == 1.0
