@@ -8,14 +8,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ctr.config import RunConfig, from_dict, read_yaml, save_config
 from ctr.data.loader import SplitTensors, iterate_batches, load_split, stream_batches
-from ctr.data.prepare import PreparedData, encode_raw, prepare_data, resolve_splits
+from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data
 from ctr.data.schema import Schema
 from ctr.errors import CTRError
 from ctr.models import build_model
 from ctr.train import io
+from ctr.train.diagnostics import open_diagnostics
+from ctr.train.distributed import barrier, init_distributed, shutdown
 from ctr.train.loop import Hook, fit, predict_logits, resolve_device, score, seed_everything
 
 
@@ -32,19 +35,25 @@ def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device = resolve_device(tc.device)
+    ctx = init_distributed(resolve_device(tc.device))
+    device = ctx.device
     if tc.precision == "fp16" and device.type != "cuda":
         raise CTRError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / io.METRICS).unlink(missing_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / io.METRICS).unlink(missing_ok=True)
+        prepared = prepared or prepare_data(cfg.data)
+    barrier(ctx)  # the other ranks read rank 0's cached preparation
     prepared = prepared or prepare_data(cfg.data)
     schema = prepared.schema
-    save_config_atomic(cfg, out / io.CONFIG)
-    io.atomic_write(out / io.SCHEMA, schema.to_json)
+    if ctx.is_main:
+        save_config_atomic(cfg, out / io.CONFIG)
+        io.atomic_write(out / io.SCHEMA, schema.to_json)
 
-    seed_everything(tc.seed)
+    seed_everything(tc.seed)  # same initial weights on every rank
     model = build_model(schema, cfg.model, cfg.norm).to(device)
+    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {cfg.model.name}: {n_params:,} parameters on {device}; data {prepared.dir}")
 
@@ -52,29 +61,38 @@ def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
         n_train = schema.rows["train"]
 
         def train_batches(epoch: int):
-            return stream_batches(prepared, "train", tc.batch_size, cfg.data.shuffle_buffer, tc.seed, epoch, drop_last=True)
+            return stream_batches(prepared, "train", tc.batch_size, cfg.data.shuffle_buffer, tc.seed, epoch,
+                                  rank=ctx.rank, world_size=ctx.world_size, drop_last=True)
 
         def eval_batches(split: str):
-            return lambda: stream_batches(prepared, split, tc.eval_batch_size, 0, tc.seed, 0)
+            return lambda: stream_batches(prepared, split, tc.eval_batch_size, 0, tc.seed, 0, shuffle=False)
     else:
         splits = {s: load_split(prepared, s) for s in ("train", "valid", "test")}
         n_train = len(splits["train"])
 
         def train_batches(epoch: int):
-            return iterate_batches(splits["train"], tc.batch_size, shuffle=True, seed=tc.seed, epoch=epoch, drop_last=True)
+            return iterate_batches(splits["train"], tc.batch_size, shuffle=True, seed=tc.seed, epoch=epoch,
+                                   rank=ctx.rank, world_size=ctx.world_size, drop_last=True)
 
         def eval_batches(split: str):
-            return lambda: iterate_batches(splits[split], tc.eval_batch_size, shuffle=False)
-    steps = n_train // tc.batch_size
+            return lambda: iterate_batches(splits[split], tc.eval_batch_size, shuffle=False, seed=0, epoch=0)
+    steps = n_train // ctx.world_size // tc.batch_size
     if steps == 0:
         raise CTRError(f"train split has {n_train} rows, fewer than train.batch_size={tc.batch_size}")
 
-    result = fit(model, train_batches, eval_batches("valid"), cfg, out, device, steps, hooks)
+    with open_diagnostics(cfg.diagnostics, out if ctx.is_main else None) as diagnostics:
+        result = fit(train_model, train_batches, eval_batches("valid"), cfg, out if ctx.is_main else None, device, steps,
+                     hooks + diagnostics, ctx)
+    if not ctx.is_main:
+        shutdown(ctx)
+        return {}
     test = score(*predict_logits(model, eval_batches("test")(), device, tc.precision))
     results = {"valid": result.best_valid, "test": test,
-               "train": {"samples_per_sec": result.samples_per_sec, "seconds": result.seconds, "epochs": result.epochs,
-                         "best_epoch": result.best_epoch, "parameters": n_params, "device": str(device)}}
+               "train": {"samples_per_sec": result.samples_per_sec * ctx.world_size, "seconds": result.seconds, "epochs": result.epochs,
+                         "best_epoch": result.best_epoch, "parameters": n_params, "device": str(device),
+                         "world_size": ctx.world_size}}
     io.write_json(out / io.RESULTS, results)
+    shutdown(ctx)
     return results
 
 
@@ -110,24 +128,20 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None) -> tuple[d
     device = resolve_device(cfg.train.device)
     model.to(device)
     tensors = load_eval_data(cfg, schema, data)
-    logits, labels = predict_logits(model, iterate_batches(tensors, cfg.train.eval_batch_size, shuffle=False), device, cfg.train.precision)
+    logits, labels = predict_logits(model, iterate_batches(tensors, cfg.train.eval_batch_size, shuffle=False, seed=0, epoch=0), device, cfg.train.precision)
     return score(logits, labels), 1.0 / (1.0 + np.exp(-logits))
 
 
 def load_eval_data(cfg: RunConfig, schema: Schema, data: str | Path | None) -> SplitTensors:
     """The tensors to evaluate: the run's test split re-encoded from raw data, a raw file, or a prepared directory."""
-    dc = cfg.data
     if data is None:
-        files = resolve_splits(dc.path)
-        if "test" in files.explicit:
-            return encode_raw(files.explicit["test"], schema, on_bad_rows=dc.on_bad_rows)
-        return encode_raw(files.single, schema, split="test", split_seed=dc.split_seed, split_fracs=dc.split, on_bad_rows=dc.on_bad_rows)
+        return encode_source_split(schema, "test", cfg.data.on_bad_rows)
     path = Path(data)
     if path.is_dir() and (path / io.SCHEMA).is_file():
         other = Schema.from_json(path / io.SCHEMA)
         if [f.__dict__ for f in other.fields] != [f.__dict__ for f in schema.fields]:
             raise CTRError(f"{path}: prepared with a different schema than the run (fields, vocabularies or statistics differ)")
-        return load_split(PreparedData(path, other), "test")
+        return load_split(PreparedData.open(path), "test")
     if not path.exists():
         raise CTRError(f"{path}: no such file or directory")
-    return encode_raw(path, schema, on_bad_rows=dc.on_bad_rows)
+    return encode_raw(path, schema, on_bad_rows=cfg.data.on_bad_rows)

@@ -1,0 +1,110 @@
+"""End to end through the command lines: train.py -> run directory -> evaluate.py, and one-line errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ctr.data.generate import generate_criteo
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=512", "--set", "train.lr=0.005", "--set", "model.hidden=[32, 32]",
+        "--set", "model.embed_dim=4", "--set", "train.progress=false", "--set", "data.min_count=2"]
+
+
+def run(script, *args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "clicks.txt"
+    generate_criteo(path, rows=20000, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "deepfm"
+    r = run("train.py", "--data", raw, "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    return out, r.stdout
+
+
+def test_train_writes_a_complete_run_directory(trained):
+    out, stdout = trained
+    for name in ("config.yaml", "schema.json", "model.pt", "metrics.jsonl", "results.json"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"valid", "test", "train"}
+    assert set(results["test"]) == {"auc", "logloss"} and set(results["valid"]) == {"auc", "logloss"}
+    assert {"samples_per_sec", "seconds", "epochs"} <= set(results["train"])
+    assert results["test"]["auc"] > 0.55, "the planted click model must be learnable"
+    assert f"test: AUC {results['test']['auc']:.6f}" in stdout
+    epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "valid_auc" in l]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+
+
+def test_evaluate_reproduces_test_metrics_and_writes_predictions(trained, tmp_path):
+    out, _ = trained
+    results = json.loads((out / "results.json").read_text())
+    js, csv, pq = tmp_path / "m.json", tmp_path / "p.csv", tmp_path / "p.parquet"
+    r = run("evaluate.py", "--run", out, "--json", js, "--predictions", csv)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(js.read_text())
+    assert metrics["auc"] == pytest.approx(results["test"]["auc"], abs=1e-9)
+    assert metrics["logloss"] == pytest.approx(results["test"]["logloss"], abs=1e-9)
+    prob = pd.read_csv(csv)["probability"]
+    assert len(prob) == metrics["rows"] and prob.between(0, 1).all()
+    assert run("evaluate.py", "--run", out, "--predictions", pq).returncode == 0
+    assert pd.read_parquet(pq)["probability"].tolist() == pytest.approx(prob.tolist(), abs=1e-12)
+
+
+def test_evaluate_on_another_raw_file_maps_unseen_values_to_oov(trained, tmp_path):
+    out, _ = trained
+    other = tmp_path / "other.txt"
+    generate_criteo(other, rows=500, seed=99)
+    r = run("evaluate.py", "--run", out, "--data", other, "--json", tmp_path / "m.json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["rows"] == 500
+
+
+def test_same_seed_same_auc(raw, tmp_path, trained):
+    out, _ = trained
+    again = tmp_path / "again"
+    assert run("train.py", "--data", raw, "--out", again, *FAST).returncode == 0
+    a = json.loads((out / "results.json").read_text())["test"]["auc"]
+    b = json.loads((again / "results.json").read_text())["test"]["auc"]
+    assert abs(a - b) < 1e-6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.lrr=1"], "unknown config key 'train.lrr'"),
+    (["--set", "norm.mlp=nosuch"], "unknown norm 'nosuch'"),
+    (["--set", "norm.cin=ln"], "has no 'cin' stage"),
+    (["--data", "/nonexistent/file.txt"], "no such file"),
+])
+def test_train_errors_are_one_line_without_traceback(args, message, tmp_path):
+    r = run("train.py", "--out", tmp_path / "x", *args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+
+
+def test_bad_row_error_names_file_line_and_column(tmp_path, raw):
+    bad = tmp_path / "bad.txt"
+    lines = raw.read_text().splitlines()[:50]
+    cols = lines[20].split("\t")
+    cols[3] = "abc"  # I3
+    lines[20] = "\t".join(cols)
+    bad.write_text("\n".join(lines) + "\n")
+    r = run("train.py", "--data", bad, "--out", tmp_path / "x", *FAST)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "bad.txt" in r.stderr and "line 21" in r.stderr and "I3" in r.stderr
+
+
+def test_evaluate_rejects_an_incomplete_run_directory(tmp_path):
+    r = run("evaluate.py", "--run", tmp_path)
+    assert r.returncode == 2 and "not a complete run directory" in r.stderr
