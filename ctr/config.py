@@ -62,6 +62,7 @@ class NormConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 1
+    max_steps: int = 0  # stop training after this many steps (0 = no limit); for benchmarks and smoke runs
     batch_size: int = 4096
     lr: float = 1e-3
     seed: int = 2024

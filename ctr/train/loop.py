@@ -98,7 +98,7 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
     is_main = ctx.is_main
     tc = cfg.train
     optimizer = build_optimizer(model, tc)
-    total_steps = steps_per_epoch * tc.epochs
+    total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, tc))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     step_model = torch.compile(model) if tc.compile else model
@@ -136,6 +136,8 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
                 if metrics_path is not None:
                     io.append_jsonl(metrics_path, {"epoch": epoch, "step": step, "train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
             bar.update(1)
+            if tc.max_steps and step >= tc.max_steps:
+                break
         bar.close()
         seconds = time.perf_counter() - t0
         train_seconds += seconds
@@ -157,7 +159,7 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
             else:
                 bad_epochs += 1
                 stop = bad_epochs >= tc.patience
-        if broadcast_flag(ctx, stop):
+        if broadcast_flag(ctx, stop) or (tc.max_steps and step >= tc.max_steps):
             break
     if best_state is not None:
         core.load_state_dict(best_state)

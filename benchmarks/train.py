@@ -1,0 +1,147 @@
+"""Training speed and AUC: ctr vs a hand-written PyTorch DeepFM on the same split, per-model throughput, GEMM limit.
+
+    python benchmarks/train.py compare [--rows 1000000] [--data FILE] [--precision fp32]
+        DeepFM (emb 16, MLP 400-400-400, batch 4096, Adam lr 1e-3), 1 epoch, through ctr's train_run and through
+        benchmarks/reference_deepfm.py on the same prepared tensors; prints test AUC and samples/s of both.
+    python benchmarks/train.py models [--rows 1000000] [--steps 60] [--models deepfm,dcn,...] [--norms none,normdnn]
+        samples/s of every model over a fixed number of training steps (all timed), with norms off and with the
+        NormDNN preset's norms where the model has those stages.
+    python benchmarks/train.py gemm
+        the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
+
+Figures go to stdout as a table and as one JSON line (``--json FILE`` also writes it). Threads: torch default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_deepfm import predict_reference, train_reference  # noqa: E402
+
+from ctr.config import load_config  # noqa: E402
+from ctr.data.generate import generate_criteo  # noqa: E402
+from ctr.data.loader import load_split  # noqa: E402
+from ctr.data.prepare import prepare_data  # noqa: E402
+from ctr.metrics import auc, logloss  # noqa: E402
+from ctr.models import get_model, list_models  # noqa: E402
+from ctr.train.run import train_run  # noqa: E402
+
+DEEPFM = ["model.name=deepfm", "model.embed_dim=16", "model.hidden=[400, 400, 400]", "train.batch_size=4096",
+          "train.lr=0.001", "train.epochs=1", "train.progress=false"]
+NORMDNN = {"numeric": {"name": "ln", "eps": 1e-6}, "categorical": {"name": "bn", "scope": "dim"}, "mlp": "vo_ln"}
+
+
+def data_file(args) -> Path:
+    if args.data:
+        return Path(args.data)
+    path = Path(tempfile.gettempdir()) / "ctr_bench" / f"criteo_{args.rows}.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_criteo(path, rows=args.rows, seed=0)
+    return path
+
+
+def compare(args) -> dict:
+    path = data_file(args)
+    over = DEEPFM + [f"data.path={path}", f"train.precision={args.precision}"]
+    cfg = load_config([], over)
+    prepared = prepare_data(cfg.data)
+    out = Path(tempfile.mkdtemp(prefix="ctr_bench_run_"))
+    ours = train_run(cfg, out, prepared=prepared)
+    train, test = load_split(prepared, "train"), load_split(prepared, "test")
+    vocab = [f.vocab_size for f in prepared.schema.id_fields]
+    model, ref_rate, ref_sec = train_reference(train.ids, train.dense, train.label, vocab, batch_size=4096, lr=1e-3, seed=cfg.train.seed)
+    logits = predict_reference(model, test.ids, test.dense)
+    y = test.label.double().numpy()
+    ref = {"auc": auc(y, logits), "logloss": logloss(y, 1 / (1 + np.exp(-logits))), "samples_per_sec": ref_rate, "seconds": ref_sec}
+    res = {"benchmark": "compare", "data": str(path), "train_rows": len(train), "threads": torch.get_num_threads(),
+           "precision": args.precision,
+           "ctr": {**ours["test"], "samples_per_sec": ours["train"]["samples_per_sec"], "seconds": ours["train"]["seconds"]},
+           "hand_written": ref}
+    res["speed_ratio"] = res["ctr"]["samples_per_sec"] / ref_rate
+    res["auc_delta"] = res["ctr"]["auc"] - ref["auc"]
+    print(f"{'':14} {'test AUC':>10} {'logloss':>10} {'samples/s':>12}")
+    for k in ("ctr", "hand_written"):
+        r = res[k]
+        print(f"{k:14} {r['auc']:10.5f} {r['logloss']:10.5f} {r['samples_per_sec']:12,.0f}")
+    print(f"speed ratio ctr / hand-written: {res['speed_ratio']:.3f}; AUC delta: {res['auc_delta']:+.5f}")
+    return res
+
+
+def models(args) -> dict:
+    path = data_file(args)
+    names = args.models.split(",") if args.models else list_models()
+    rows = []
+    for name in names:
+        for variant in args.norms.split(","):
+            over = [f"model.name={name}", f"data.path={path}", "train.progress=false", f"train.max_steps={args.steps}",
+                    "train.epochs=1", f"train.batch_size={args.batch_size}"]
+            stages = get_model(name).stages
+            if variant == "normdnn":
+                if not set(NORMDNN) & set(stages):
+                    continue
+                over += [f"norm.{s}={json.dumps(v)}" for s, v in NORMDNN.items() if s in stages]
+            cfg = load_config([], over)
+            out = Path(tempfile.mkdtemp(prefix=f"ctr_bench_{name}_"))
+            r = train_run(cfg, out)
+            rows.append({"model": name, "norms": variant, "samples_per_sec": r["train"]["samples_per_sec"],
+                         "steps": args.steps, "batch_size": args.batch_size})
+            print(f"{name:14} {variant:8} {r['train']['samples_per_sec']:12,.0f} samples/s", flush=True)
+    return {"benchmark": "models", "data": str(path), "threads": torch.get_num_threads(), "rows": rows}
+
+
+def gemm(args) -> dict:
+    """Time the DeepFM MLP's forward+backward matrix products alone at batch 4096 (F=39, D=16)."""
+    b, dims = 4096, [39 * 16, 400, 400, 400, 1]
+    flops = sum(6 * b * i * o for i, o in zip(dims, dims[1:]))  # forward 2*i*o, backward 4*i*o per sample
+    res = {"benchmark": "gemm", "threads": torch.get_num_threads(), "batch": b, "mlp": dims}
+    for dtype in (torch.float32, torch.bfloat16):
+        xs = [torch.randn(b, i, dtype=dtype) for i in dims[:-1]]
+        ws = [torch.randn(i, o, dtype=dtype) for i, o in zip(dims, dims[1:])]
+        gs = [torch.randn(b, o, dtype=dtype) for o in dims[1:]]
+
+        def step():
+            for x, w, g in zip(xs, ws, gs):
+                x @ w, g @ w.T, x.T @ g
+
+        for _ in range(3):
+            step()
+        n, t0 = 20, time.perf_counter()
+        for _ in range(n):
+            step()
+        sec = (time.perf_counter() - t0) / n
+        name = str(dtype).split(".")[-1]
+        res[name] = {"gflops": flops / sec / 1e9, "samples_per_sec_limit": b / sec}
+        print(f"{name:9} {flops / sec / 1e9:8.1f} GFLOP/s -> MLP-bound limit {b / sec:12,.0f} samples/s")
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["compare", "models", "gemm"])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--data")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--models")
+    p.add_argument("--norms", default="none,normdnn")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--json")
+    args = p.parse_args()
+    res = {"compare": compare, "models": models, "gemm": gemm}[args.what](args)
+    line = json.dumps(res)
+    print(line)
+    if args.json:
+        Path(args.json).write_text(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
