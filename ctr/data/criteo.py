@@ -6,6 +6,19 @@ hashes written as 8 hex characters). An empty cell is a missing value. Files may
 """
 from __future__ import annotations
 
+import queue
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ctr.errors import DataError
+
 NUM_INT = 13
 NUM_CAT = 26
 NUM_COLUMNS = 1 + NUM_INT + NUM_CAT
@@ -13,3 +26,472 @@ LABEL = "label"
 INT_COLUMNS = [f"I{i}" for i in range(1, NUM_INT + 1)]
 CAT_COLUMNS = [f"C{i}" for i in range(1, NUM_CAT + 1)]
 COLUMNS = [LABEL, *INT_COLUMNS, *CAT_COLUMNS]
+
+MAX_EXAMPLES = 10  # bad rows kept (with line numbers and reasons) in a skip report
+MIN_BATCH_ROWS = 1 << 16  # pyarrow record batches are coalesced into batches of at least this many rows
+_MAX_DIGITS = 18  # longer integer cells are checked against the int64 range one by one
+_TOP_BYTE = np.uint64(56)
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+@dataclass
+class RawBatch:
+    """Good rows of a raw file, parsed. Per-column arrays are laid out (columns, N) so each column is contiguous.
+
+    Attributes:
+        lines: (N,) int64 1-based line numbers in the file.
+        label: (N,) int8 in {0, 1}.
+        ints: (NUM_INT, N) int64 values, 0 where missing.
+        int_missing: (NUM_INT, N) bool, True where the cell was empty.
+        cats: (NUM_CAT, N) int64 categorical keys from :class:`KeyCodec`; 0 where the cell was empty.
+    """
+
+    lines: np.ndarray
+    label: np.ndarray
+    ints: np.ndarray
+    int_missing: np.ndarray
+    cats: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def take(self, rows: np.ndarray) -> "RawBatch":
+        """The rows selected by ``rows`` (a bool mask, an index array or a slice), in order."""
+        return RawBatch(self.lines[rows], self.label[rows], self.ints[:, rows], self.int_missing[:, rows], self.cats[:, rows])
+
+
+@dataclass
+class BadRowReport:
+    """Rows skipped with ``on_bad_rows="skip"``: how many, and the first ``MAX_EXAMPLES`` with their reasons."""
+
+    count: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, file: str, line: int, column: str | None, reason: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"file": file, "line": int(line), "column": column, "reason": reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "examples": list(self.examples)}
+
+    def summary(self) -> str:
+        """One line for the console, e.g. ``skipped 3 bad rows (train.txt line 17, column I3: ...; ...)``."""
+        if not self.count:
+            return "no bad rows"
+        shown = "; ".join(format_problem(e["file"], e["line"], e["column"], e["reason"]) for e in self.examples[:3])
+        more = ", ..." if self.count > 3 else ""
+        return f"skipped {self.count} bad row{'s' if self.count > 1 else ''} ({shown}{more})"
+
+
+def format_problem(file: str, line: int, column: str | None, reason: str) -> str:
+    """``train.txt line 17, column I3: 'abc' is not an integer``."""
+    where = f"{file} line {line}" + (f", column {column}" if column else "")
+    return f"{where}: {reason}"
+
+
+class KeyCodec:
+    """Maps categorical values to int64 keys and back, vectorised.
+
+    A value of exactly 8 bytes (every Criteo hash) is its own key: the bytes read as a little-endian integer,
+    which is never 0 and never has a zero top byte for text. Other values (any length, rare in Criteo) get
+    small keys from a table that grows as they are met. The empty value (missing) is key 0. Keys are only
+    meaningful within one process; what is saved is :meth:`text_of`.
+    """
+
+    def __init__(self) -> None:
+        self._odd: dict[bytes, int] = {}
+        self._odd_values: list[bytes] = []
+
+    def encode(self, arr: pa.Array) -> np.ndarray:
+        """(N,) binary array without nulls -> (N,) int64 keys."""
+        offsets, data = binary_buffers(arr)
+        lengths = np.diff(offsets)
+        start = offsets[0]
+        keys = np.zeros(len(lengths), dtype=np.uint64)
+        eight = lengths == 8
+        n8 = int(np.count_nonzero(eight))
+        if n8 == np.count_nonzero(lengths) and offsets[-1] - start == 8 * n8:  # only 8-byte and empty cells
+            keys[eight] = np.frombuffer(data, dtype="<u8", count=n8, offset=start)
+        elif n8:
+            keys[eight] = _unaligned_u64(data)[offsets[:-1][eight]]
+        odd = (lengths > 0) & ~eight
+        if n8:
+            odd |= eight & ((keys >> _TOP_BYTE) == 0)
+        for i in np.flatnonzero(odd):
+            keys[i] = self._odd_key(bytes(data[offsets[i] : offsets[i + 1]]))
+        return keys.view(np.int64)
+
+    def _odd_key(self, value: bytes) -> int:
+        key = self._odd.get(value)
+        if key is None:
+            key = self._odd[value] = len(self._odd_values) + 1
+            self._odd_values.append(value)
+        return key
+
+    def key_of(self, text: str) -> int:
+        """The key of one value (as saved in a schema)."""
+        raw = text.encode("utf-8", "surrogateescape")
+        if not raw:
+            return 0
+        if len(raw) == 8 and raw[-1] != 0:
+            return int(np.frombuffer(raw, dtype="<u8")[0].view(np.int64))
+        return self._odd_key(raw)
+
+    def keys_of(self, texts: list[str]) -> np.ndarray:
+        """:meth:`key_of` for many values; (N,) int64. 8-character ASCII values are converted in one go."""
+        blob = "".join(texts).encode("utf-8", "surrogateescape")
+        if len(blob) == 8 * len(texts) and all(len(t) == 8 for t in texts):
+            keys = np.frombuffer(blob, dtype="<u8").copy()
+            if np.all((keys >> _TOP_BYTE) != 0):
+                return keys.view(np.int64)
+        return np.array([self.key_of(t) for t in texts], dtype=np.int64)
+
+    def text_of(self, key: int) -> str:
+        """The value of one key, as text that survives JSON (undecodable bytes become surrogate escapes)."""
+        key = int(key) & 0xFFFFFFFFFFFFFFFF
+        if key >> 56 == 0:
+            raw = self._odd_values[key - 1] if key else b""
+        else:
+            raw = key.to_bytes(8, "little")
+        return raw.decode("utf-8", "surrogateescape")
+
+    def texts_of(self, keys: np.ndarray) -> list[str]:
+        """:meth:`text_of` for many keys; the 8-byte ones decoded in one go."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size and np.all((keys.view(np.uint64) >> _TOP_BYTE) != 0):
+            blob = keys.astype("<i8").tobytes()
+            return [blob[i : i + 8].decode("utf-8", "surrogateescape") for i in range(0, len(blob), 8)]
+        return [self.text_of(k) for k in keys]
+
+
+def _unaligned_u64(data: np.ndarray) -> np.ndarray:
+    """A uint64 view of ``data`` starting at every byte (so ``view[i]`` is bytes ``i .. i + 7``)."""
+    padded = np.concatenate([data, np.zeros(8, np.uint8)])
+    return np.ndarray(shape=(len(data),), dtype="<u8", buffer=padded, strides=(1,))
+
+
+def binary_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (N + 1,) int32 and data (uint8) of a binary/string array with no nulls, zero-copy."""
+    if arr.null_count:
+        raise ValueError("binary array with nulls")
+    _, offsets, data = arr.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+def parse_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Strictly parse a binary column of decimal integers: optional ``-`` then digits; empty means missing.
+
+    Anything else (``1.5``, ``+1``, `` 1``, ``0x1f``, values outside int64) is bad: nothing is coerced.
+
+    Returns:
+        values (N,) int64 with 0 where missing or bad, missing (N,) bool, bad (K,) int64 sorted row indices.
+    """
+    offsets, data = binary_buffers(arr)
+    n = len(arr)
+    lengths = np.diff(offsets)
+    missing = lengths == 0
+    start = int(offsets[0])
+    body = data[start : offsets[-1]]
+    bad = np.zeros(n, dtype=bool)
+    odd = np.flatnonzero((body - np.uint8(48)) > 9) + start  # byte positions that are not digits
+    if odd.size:
+        cell = np.searchsorted(offsets, odd, side="right") - 1
+        ok = (data[odd] == 45) & (offsets[cell] == odd) & (lengths[cell] >= 2)  # a leading minus sign
+        bad[cell[~ok]] = True
+    long = np.flatnonzero((lengths > _MAX_DIGITS) & ~bad)
+    for i in long:  # digits only, but maybe out of range
+        if not -(1 << 63) <= int(bytes(data[offsets[i] : offsets[i + 1]])) < (1 << 63):
+            bad[i] = True
+    valid = ~(missing | bad)
+    if valid.all():
+        return _int64_values(arr.cast(pa.int64()), n), missing, np.flatnonzero(bad)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    masked = pa.Array.from_buffers(pa.binary(), n, [bitmap, *arr.buffers()[1:]], offset=arr.offset)
+    values = np.where(valid, _int64_values(masked.cast(pa.int64()), n), 0)  # null slots hold garbage
+    return values, missing, np.flatnonzero(bad)
+
+
+def _int64_values(arr: pa.Array, n: int) -> np.ndarray:
+    """The data buffer of an int64 array as numpy, zero-copy (whatever the validity)."""
+    return np.frombuffer(arr.buffers()[1], dtype=np.int64, count=n, offset=arr.offset * 8)
+
+
+def _cell_text(arr: pa.Array, i: int) -> str:
+    return arr[i].as_py().decode("utf-8", "replace")
+
+
+class _InvalidRows:
+    """invalid_row_handler for pyarrow: records rows with a wrong number of columns and skips them."""
+
+    def __init__(self) -> None:
+        self.lines: list[int] = []
+        self.texts: dict[int, str] = {}
+        self.columns: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, row: Any) -> str:
+        with self._lock:
+            self.lines.append(row.number)
+            if len(self.texts) < 100:
+                self.texts[row.number] = row.text
+                self.columns[row.number] = row.actual_columns
+        return "skip"
+
+
+def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``it`` in a background thread, ``depth`` items ahead (pyarrow parses without holding the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # handed to the consumer
+            q.put((done, e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # stops an upstream _prefetch too
+
+    thread = threading.Thread(target=work, daemon=True, name="criteo-reader")
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def open_record_batches(
+    path: str | Path, block_size: int, handler: Any, columns: int = NUM_COLUMNS
+) -> Iterator[pa.RecordBatch]:
+    """pyarrow's serial streaming CSV reader over a raw file: every column as binary, no quoting, no header.
+
+    Serial reading (``use_threads=False``) is what makes ``InvalidRow.number`` exact (with threads pyarrow
+    reports no row numbers); :func:`read_criteo` overlaps it with the caller's work through a background thread.
+    """
+    names = COLUMNS if columns == NUM_COLUMNS else [f"f{i}" for i in range(columns)]
+    read = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
+    parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False, invalid_row_handler=handler)
+    convert = pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=False)
+    try:
+        reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):
+            return
+        raise DataError(f"{path}: cannot read as tab-separated text ({e})") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    try:
+        for batch in reader:
+            yield batch
+    except pa.ArrowInvalid as e:
+        raise DataError(f"{path}: cannot read as tab-separated text ({e})") from None
+    finally:
+        reader.close()
+
+
+def read_criteo(
+    path: str | Path,
+    block_size: int = 1 << 20,
+    on_bad_rows: str = "error",
+    report: BadRowReport | None = None,
+    codec: KeyCodec | None = None,
+    min_rows: int = MIN_BATCH_ROWS,
+) -> Iterator[RawBatch]:
+    """Stream the good rows of a raw Criteo file (plain or ``.gz``) as :class:`RawBatch` es.
+
+    Bad rows are a wrong number of columns (an empty line included), a label other than ``0``/``1`` and a cell
+    of an ``I`` column that is not a decimal integer. With ``on_bad_rows="error"`` the first one raises
+    :class:`DataError` naming the file, its 1-based line number and the column; with ``"skip"`` they are
+    dropped and counted in ``report``. Line numbers are exact across blocks and after skipped rows.
+
+    Args:
+        path: the raw file.
+        block_size: bytes per pyarrow read block.
+        on_bad_rows: ``"error"`` or ``"skip"``.
+        report: receives skipped rows (a fresh one is used if None).
+        codec: maps categorical values to keys (a fresh one if None; share one across files to share keys).
+        min_rows: pyarrow batches are coalesced until at least this many rows (fewer at the end).
+
+    Returns:
+        An iterator of RawBatch of at least ``min_rows`` rows except the last, rows in file order. Text is
+        parsed (by pyarrow, serially) and checked in a background thread, one batch ahead of the caller.
+    """
+    if on_bad_rows not in ("error", "skip"):
+        raise ValueError(f"on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    report = report if report is not None else BadRowReport()
+    codec = codec or KeyCodec()
+    return prefetch(_parse_stream(path, block_size, on_bad_rows, report, codec, min_rows))
+
+
+def _parse_stream(
+    path: Path, block_size: int, on_bad_rows: str, report: BadRowReport, codec: KeyCodec, min_rows: int
+) -> Iterator[RawBatch]:
+    invalid = _InvalidRows()
+    state = _LineState()
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in open_record_batches(path, block_size, invalid):  # same thread: exact row numbers, no handoffs
+        pending.append(batch)
+        rows += batch.num_rows
+        unreported = invalid.lines[state.invalid_done : state.invalid_done + 1]
+        if on_bad_rows == "error" and rows == 0 and unreported and unreported[0] == state.next_line:
+            _parse_batch(path, pending, invalid, state, on_bad_rows, report, codec, final=True)  # raises
+        if rows >= min_rows:
+            yield _parse_batch(path, pending, invalid, state, on_bad_rows, report, codec, final=False)
+            pending, rows = [], 0
+    last = _parse_batch(path, pending, invalid, state, on_bad_rows, report, codec, final=True)
+    if len(last):
+        yield last
+
+
+@dataclass
+class _LineState:
+    next_line: int = 1  # line number of the next row pyarrow hands over, ignoring skipped invalid rows
+    invalid_done: int = 0  # entries of _InvalidRows.lines already reported
+
+
+def _line_numbers(n: int, invalid: list[int], state: _LineState) -> np.ndarray:
+    """Exact 1-based line numbers of the next ``n`` good rows, given the sorted line numbers of skipped rows."""
+    start = state.next_line
+    inv = np.asarray(invalid[state.invalid_done :], dtype=np.int64)
+    inv = inv[inv >= start]
+    if inv.size == 0 or n == 0:
+        return start + np.arange(n, dtype=np.int64)
+    good_before = inv - start - np.arange(len(inv))  # good rows before each skipped line
+    i = np.arange(n, dtype=np.int64)
+    return start + i + np.searchsorted(good_before, i, side="right")
+
+
+def _parse_batch(
+    path: Path,
+    batches: list[pa.RecordBatch],
+    invalid: _InvalidRows,
+    state: _LineState,
+    on_bad_rows: str,
+    report: BadRowReport,
+    codec: KeyCodec,
+    final: bool,
+) -> RawBatch:
+    table = pa.Table.from_batches(batches, schema=batches[0].schema if batches else None) if batches else None
+    n = table.num_rows if table is not None else 0
+    lines = _line_numbers(n, invalid.lines, state)
+    last_line = int(lines[-1]) if n else state.next_line - 1
+    state.next_line = last_line + 1
+    # rows with a wrong column count up to this batch's last row (or all remaining ones at the end of the file)
+    new_invalid = [ln for ln in invalid.lines[state.invalid_done :] if final or ln <= last_line]
+    state.invalid_done += len(new_invalid)
+    if final and new_invalid:
+        state.next_line = max(state.next_line, new_invalid[-1] + 1)
+    problems: list[tuple[int, str | None, str]] = [
+        (ln, None, _column_count_reason(invalid, ln)) for ln in new_invalid
+    ]
+    if n == 0:
+        return _finish(path, problems, on_bad_rows, report, _empty_batch(), None)
+    table = table.combine_chunks()
+    cols = table.columns
+    bad = np.zeros(n, dtype=bool)
+    label_arr = cols[0].chunks[0] if cols[0].num_chunks else pa.array([], pa.binary())
+    offsets, data = binary_buffers(label_arr)
+    one_char = np.diff(offsets) == 1
+    label_byte = np.zeros(n, dtype=np.uint8)
+    label_byte[one_char] = data[offsets[:-1][one_char]]
+    label_ok = one_char & ((label_byte == 48) | (label_byte == 49))
+    for i in np.flatnonzero(~label_ok):
+        bad[i] = True
+        reason = _label_reason(table, i)
+        problems.append((int(lines[i]), None if reason == "empty line" else LABEL, reason))
+    ints = np.empty((NUM_INT, n), dtype=np.int64)
+    int_missing = np.empty((NUM_INT, n), dtype=bool)
+    for j in range(NUM_INT):
+        arr = cols[1 + j].chunks[0]
+        ints[j], int_missing[j], bad_cells = parse_ints(arr)
+        for i in bad_cells:
+            if not bad[i]:
+                problems.append((int(lines[i]), INT_COLUMNS[j], _int_reason(arr, i)))
+            bad[i] = True
+    cats = np.empty((NUM_CAT, n), dtype=np.int64)
+    for j in range(NUM_CAT):
+        cats[j] = codec.encode(cols[1 + NUM_INT + j].chunks[0])
+    out = RawBatch(lines, (label_byte - 48).astype(np.int8), ints, int_missing, cats)
+    return _finish(path, problems, on_bad_rows, report, out, bad if bad.any() else None)
+
+
+def _finish(
+    path: Path,
+    problems: list[tuple[int, str | None, str]],
+    on_bad_rows: str,
+    report: BadRowReport,
+    batch: RawBatch,
+    bad: np.ndarray | None,
+) -> RawBatch:
+    if not problems:
+        return batch
+    problems.sort(key=lambda p: p[0])
+    if on_bad_rows == "error":
+        line, column, reason = problems[0]
+        hint = " (set data.on_bad_rows=skip to skip bad rows)"
+        raise DataError(format_problem(str(path), line, column, reason) + hint)
+    for line, column, reason in problems:
+        report.add(str(path), line, column, reason)
+    return batch.take(~bad) if bad is not None else batch
+
+
+def _column_count_reason(invalid: _InvalidRows, line: int) -> str:
+    got = invalid.columns.get(line)
+    text = invalid.texts.get(line)
+    shown = f": {text[:60]!r}" if text is not None else ""
+    count = f", got {got}" if got is not None else ""
+    return f"expected {NUM_COLUMNS} tab-separated columns{count}{shown}"
+
+
+def _label_reason(table: pa.Table, i: int) -> str:
+    row = [table.column(k)[i].as_py() for k in range(table.num_columns)]
+    if not any(row):
+        return "empty line"  # pyarrow reads it as a row of empty cells
+    return f"label {row[0].decode('utf-8', 'replace')!r} is not 0 or 1"
+
+
+def _int_reason(arr: pa.Array, i: int) -> str:
+    text = _cell_text(arr, i)
+    if _INTEGER.fullmatch(text):
+        return f"{text!r} is outside the int64 range"
+    return f"{text!r} is not an integer"
+
+
+def _empty_batch() -> RawBatch:
+    return RawBatch(
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int8),
+        np.zeros((NUM_INT, 0), np.int64),
+        np.zeros((NUM_INT, 0), bool),
+        np.zeros((NUM_CAT, 0), np.int64),
+    )

@@ -1,0 +1,131 @@
+"""Speed and memory of ``prepare_data`` against pyarrow merely reading the same raw file.
+
+For each size N (generated Criteo-format rows, cached in ``--dir``), every measurement runs in a fresh Python
+subprocess: ``pyarrow.csv.read_csv`` with default options (tab-delimited, no header) and a full
+``prepare_data`` (both passes, Parquet + schema) into an empty cache directory. Times are the best of
+``--repeats`` runs; peak RSS is the child's ``VmHWM`` (the largest over the repeats). ``ratio`` is prepare
+speed / read speed (>= 0.5 is the target); ``rss_growth`` is prepare's peak RSS at the largest N over the
+smallest.
+
+Command::
+
+    python benchmarks/prepare.py                      # N = 1M and 4M, 3 repeats, files in /tmp/ctr_bench
+    python benchmarks/prepare.py --rows 1000000 --repeats 5 --dir /data/bench
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (VmHWM) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(mode: str, path: str, cache: str) -> None:
+    """Run one measurement in this (fresh) process and print its JSON."""
+    sys.path.insert(0, str(ROOT))
+    if mode == "read":
+        import pyarrow.csv as pacsv
+
+        start = time.perf_counter()
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+            parse_options=pacsv.ParseOptions(delimiter="\t"),
+        )
+        seconds = time.perf_counter() - start
+        rows = table.num_rows
+    else:
+        from ctr.config import DataConfig
+        from ctr.data.prepare import prepare_data
+
+        start = time.perf_counter()
+        prepared = prepare_data(DataConfig(path=path, cache_dir=cache), progress=False)
+        seconds = time.perf_counter() - start
+        rows = sum(prepared.schema.rows.values())
+    print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mib": peak_rss_mib()}))
+
+
+def measure(mode: str, path: Path, repeats: int) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        cache = tempfile.mkdtemp(prefix="ctr_bench_cache_")
+        try:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode, str(path), cache],
+                check=True, capture_output=True, text=True,
+            ).stdout
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        r = json.loads(out.strip().splitlines()[-1])
+        if not best or r["seconds"] < best["seconds"]:
+            best = {**r, "peak_rss_mib": max(r["peak_rss_mib"], best.get("peak_rss_mib", 0.0))}
+        else:
+            best["peak_rss_mib"] = max(best["peak_rss_mib"], r["peak_rss_mib"])
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", default="/tmp/ctr_bench", help="where generated files are kept")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "PATH", "CACHE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sys.path.insert(0, str(ROOT))
+    from ctr.data.generate import generate_criteo
+
+    results = []
+    for n in args.rows:
+        path = Path(args.dir) / f"criteo_{n}_seed{args.seed}.txt"
+        if not path.exists():
+            print(f"generating {path} ...", file=sys.stderr)
+            generate_criteo(path, n, seed=args.seed)
+        read = measure("read", path, args.repeats)
+        prep = measure("prepare", path, args.repeats)
+        results.append({
+            "rows": n,
+            "bytes": path.stat().st_size,
+            "read_s": round(read["seconds"], 3),
+            "read_rows_per_s": round(n / read["seconds"]),
+            "read_peak_rss_mib": round(read["peak_rss_mib"], 1),
+            "prepare_s": round(prep["seconds"], 3),
+            "prepare_rows_per_s": round(n / prep["seconds"]),
+            "prepare_peak_rss_mib": round(prep["peak_rss_mib"], 1),
+            "ratio": round(read["seconds"] / prep["seconds"], 3),
+        })
+    head = f"{'rows':>10} {'read s':>8} {'read rows/s':>12} {'prep s':>8} {'prep rows/s':>12} {'ratio':>6} {'read RSS MiB':>13} {'prep RSS MiB':>13}"
+    print(head)
+    for r in results:
+        print(
+            f"{r['rows']:>10,} {r['read_s']:>8.3f} {r['read_rows_per_s']:>12,} {r['prepare_s']:>8.3f} "
+            f"{r['prepare_rows_per_s']:>12,} {r['ratio']:>6.2f} {r['read_peak_rss_mib']:>13.1f} {r['prepare_peak_rss_mib']:>13.1f}"
+        )
+    summary = {"results": results}
+    if len(results) > 1:
+        summary["rss_growth"] = round(results[-1]["prepare_peak_rss_mib"] / results[0]["prepare_peak_rss_mib"], 3)
+        print(f"prepare peak RSS at {results[-1]['rows']:,} rows / at {results[0]['rows']:,} rows: {summary['rss_growth']:.2f}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

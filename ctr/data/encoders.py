@@ -1,0 +1,512 @@
+"""Per-field encoders, fitted on train rows only: ``partial_fit`` on batches, ``finish``, then ``transform``.
+
+Every id field uses the same id layout: ``OOV_ID`` (0) for values unseen in train or seen fewer than
+``min_count`` times, ``MISSING_ID`` (1) for an empty cell, then ``FIRST_ID`` (2) onwards for the vocabulary in
+order of decreasing train frequency (ties by value). Fitted statistics live in ``Field.stats`` (JSON-able), so
+:meth:`CriteoEncoder.from_fields` rebuilds the exact transform from a saved schema.
+
+Numeric transforms (``data.numeric_transform``), registered in ``NUMERIC_TRANSFORMS``:
+    log2_bucket: ``floor(ln(x) ** 2)`` for ``x > 2``, else ``x`` itself (0, 1, 2 and negatives such as -1),
+        then a vocabulary over these bucket values like a categorical field.
+    log_standard: ``log1p(max(x, 0))`` standardised with the train mean and std; a dense field whose missing
+        cells are 0 with a missing flag.
+    quantile_bucket: ``K`` buckets between the train quantiles, estimated from a bounded uniform sample.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctr.data.criteo import CAT_COLUMNS, INT_COLUMNS, KeyCodec, RawBatch
+from ctr.data.schema import Field
+from ctr.data.split import splitmix64
+from ctr.errors import DataError
+from ctr.registry import Registry
+
+OOV_ID = 0
+MISSING_ID = 1
+FIRST_ID = 2
+SAMPLE_SIZE = 100_000  # values kept per column to estimate quantiles
+
+NUMERIC_TRANSFORMS: Registry[type["ColumnEncoder"]] = Registry("numeric transform")
+
+
+class ValueCounter:
+    """Exact counts of int64 values, merged from per-batch sorted counts (about 16 bytes per distinct value)."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_size = 0
+
+    def add(self, values: np.ndarray) -> None:
+        """Count (N,) int64 values."""
+        if len(values) == 0:
+            return
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < min(1 << 16, 4 * len(values)):  # small range: a histogram beats sorting
+            hist = np.bincount(values - lo)
+            keys = np.flatnonzero(hist)
+            self._push(keys + lo, hist[keys])
+        else:
+            self._push(*np.unique(values, return_counts=True))
+
+    def add_counts(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        """Count (D,) distinct int64 ``keys`` seen ``counts`` times each."""
+        if len(keys):
+            self._push(keys, counts)
+
+    def _push(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        self._pending.append((keys.astype(np.int64, copy=False), counts.astype(np.int64, copy=False)))
+        self._pending_size += len(keys)
+        if self._pending_size >= max(len(self.keys), 1 << 18):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
+        counts = np.concatenate([self.counts, *(c for _, c in self._pending)])
+        self._pending, self._pending_size = [], 0
+        order = np.argsort(keys)
+        keys = keys[order]
+        counts = counts[order]
+        del order
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        self.keys = keys[starts]
+        self.counts = np.add.reduceat(counts, starts) if len(keys) else counts
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted distinct values (D,) int64 and their counts (D,) int64."""
+        self._merge()
+        return self.keys, self.counts
+
+
+class KeyIndex:
+    """int64 key -> position in a key list, for many keys at once; absent keys give -1.
+
+    Small integer ranges use a direct lookup table, others pandas' hash index (built once, reused).
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        self.size = len(keys)
+        self._lo = int(keys.min()) if len(keys) else 0
+        span = int(keys.max()) - self._lo + 1 if len(keys) else 0
+        self._index: pd.Index | None = None
+        if span <= 4 * len(keys) + 4096:
+            self._table = np.full(span + 1, -1, dtype=np.int64)  # last entry: out of range
+            self._table[keys - self._lo] = np.arange(len(keys))
+        else:
+            self._index = pd.Index(keys)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) int64 keys -> (N,) int64 positions, -1 where absent."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self._index is not None:
+            return self._index.get_indexer(keys)
+        idx = keys - self._lo
+        idx[(idx < 0) | (idx >= len(self._table))] = len(self._table) - 1
+        return self._table[idx]
+
+
+class ColumnEncoder:
+    """One raw column -> one Field. Subclasses set ``transform_name`` and implement the methods below."""
+
+    transform_name = ""
+    encoding = "id"
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.field: Field | None = None
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        """Update the fit with (N,) int64 train values; ``missing`` (N,) bool marks empty cells."""
+        raise NotImplementedError
+
+    def finish(self) -> Field:
+        """Freeze the fit; returns the Field with its stats."""
+        raise NotImplementedError
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """(N,) values -> (N,) int32 ids, or (N,) float32 for dense encoders."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> "ColumnEncoder":
+        """The fitted encoder described by a saved Field."""
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if self.field is None:
+            raise RuntimeError(f"encoder for {self.name} is not fitted: call finish() first")
+
+
+class VocabEncoder(ColumnEncoder):
+    """Values seen at least ``min_count`` times in train get ids by decreasing frequency; others share OOV."""
+
+    transform_name = "vocab"
+
+    def __init__(self, name: str, source: str, min_count: int, codec: KeyCodec | None = None) -> None:
+        super().__init__(name, source)
+        self.min_count = min_count
+        self.codec = codec  # values are categorical keys (decoded through it); None: plain integers
+        self._counter = ValueCounter()
+        self._index: KeyIndex | None = None
+
+    def _values(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        self._counter.add(self._values(values[~missing]))
+
+    def partial_fit_counts(self, values: np.ndarray, counts: np.ndarray) -> None:
+        """Update the fit with (D,) distinct non-missing values seen ``counts`` times each."""
+        self._counter.add_counts(self._values(values), counts)
+
+    def finish(self) -> Field:
+        keys, counts = self._counter.result()
+        keep = counts >= self.min_count
+        kept, kept_counts = keys[keep], counts[keep]
+        vocab = kept[np.lexsort((kept, -kept_counts))]
+        self._counter = ValueCounter()
+        self._index = KeyIndex(vocab)
+        texts = self.codec.texts_of(vocab) if self.codec else vocab.tolist()
+        stats = {"min_count": self.min_count, "distinct": int(len(keys)), "vocab": texts}
+        self.field = Field(self.name, self.source, "id", self.transform_name, FIRST_ID + len(vocab), stats)
+        return self.field
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        pos = self._index.lookup(self._values(values))
+        ids = np.where(pos >= 0, pos + FIRST_ID, OOV_ID).astype(np.int32)
+        ids[missing] = MISSING_ID
+        return ids
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> "VocabEncoder":
+        codec_or_none = codec if field.source == "categorical" else None
+        enc = cls(field.name, field.source, min_count=field.stats.get("min_count", 1), codec=codec_or_none)
+        vocab = field.stats["vocab"]
+        keys = codec.keys_of(vocab) if enc.codec else np.asarray(vocab, dtype=np.int64)
+        if field.vocab_size != FIRST_ID + len(keys):
+            raise DataError(f"field {field.name}: vocab_size {field.vocab_size} does not match its {len(keys)} values")
+        enc._index = KeyIndex(keys)
+        enc.field = field
+        return enc
+
+
+_LOG2_TABLE_SIZE = 1 << 16
+
+
+def _log2_formula(x: np.ndarray) -> np.ndarray:
+    ln = np.log(np.maximum(x, 1).astype(np.float64))
+    return np.where(x > 2, np.floor(ln * ln).astype(np.int64), x)
+
+
+_LOG2_TABLE = _log2_formula(np.arange(_LOG2_TABLE_SIZE, dtype=np.int64))
+
+
+def log2_bucket(x: np.ndarray) -> np.ndarray:
+    """(N,) int64 -> (N,) int64: ``floor(ln(x) ** 2)`` where ``x > 2``, else ``x`` (negatives kept)."""
+    out = _LOG2_TABLE[np.clip(x, 0, _LOG2_TABLE_SIZE - 1)]
+    big = x >= _LOG2_TABLE_SIZE
+    if big.any():
+        out[big] = _log2_formula(x[big])
+    return np.where(x < 0, x, out)
+
+
+@NUMERIC_TRANSFORMS.register("log2_bucket")
+class Log2BucketEncoder(VocabEncoder):
+    """:func:`log2_bucket` then a vocabulary over the bucket values (``min_count`` applies)."""
+
+    transform_name = "log2_bucket"
+
+    def __init__(self, name: str, source: str = "numeric", min_count: int = 10, **_: Any) -> None:
+        super().__init__(name, source, min_count)
+
+    def _values(self, values: np.ndarray) -> np.ndarray:
+        return log2_bucket(values)
+
+
+@NUMERIC_TRANSFORMS.register("log_standard")
+class LogStandardEncoder(ColumnEncoder):
+    """``(log1p(max(x, 0)) - mean) / std`` with train mean and (population) std; missing -> 0 plus a flag."""
+
+    transform_name = "log_standard"
+    encoding = "dense"
+
+    def __init__(self, name: str, source: str = "numeric", **_: Any) -> None:
+        super().__init__(name, source)
+        self._n = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+        self.mean, self.std = 0.0, 1.0
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        v = np.log1p(np.maximum(values[~missing], 0).astype(np.float64))
+        if v.size == 0:
+            return
+        n, mean = v.size, float(v.mean())
+        m2 = float(((v - mean) ** 2).sum())
+        total = self._n + n
+        delta = mean - self._mean  # Chan et al. parallel update
+        self._mean += delta * n / total
+        self._m2 += m2 + delta * delta * self._n * n / total
+        self._n = total
+
+    def finish(self) -> Field:
+        self.mean = self._mean if self._n else 0.0
+        std = float(np.sqrt(self._m2 / self._n)) if self._n else 0.0
+        self.std = std if std > 1e-12 else 1.0
+        stats = {"mean": self.mean, "std": self.std, "count": self._n}
+        self.field = Field(self.name, self.source, "dense", self.transform_name, 0, stats)
+        return self.field
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        v = (np.log1p(np.maximum(values, 0).astype(np.float64)) - self.mean) / self.std
+        v[missing] = 0.0
+        return v.astype(np.float32)
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> "LogStandardEncoder":
+        enc = cls(field.name, field.source)
+        enc.mean, enc.std = float(field.stats["mean"]), float(field.stats["std"])
+        enc.field = field
+        return enc
+
+
+@NUMERIC_TRANSFORMS.register("quantile_bucket")
+class QuantileBucketEncoder(ColumnEncoder):
+    """Buckets between train quantiles ``i / K`` (duplicates merged), from a bounded uniform sample.
+
+    The sample keeps the ``sample_size`` values with the smallest hash of their position among the column's
+    train values (bottom-k sampling): uniform, deterministic, independent of batch sizes, bounded memory.
+    """
+
+    transform_name = "quantile_bucket"
+
+    def __init__(self, name: str, source: str = "numeric", buckets: int = 32, sample_size: int = SAMPLE_SIZE, **_: Any) -> None:
+        super().__init__(name, source)
+        if buckets < 2:
+            raise DataError(f"data.quantile_buckets must be >= 2, got {buckets}")
+        self.buckets = buckets
+        self.sample_size = sample_size
+        self._salt = splitmix64(np.uint64(zlib.crc32(name.encode())))
+        self._seen = 0
+        self._sample = np.zeros(0, np.int64)
+        self._priority = np.zeros(0, np.uint64)
+        self.edges = np.zeros(0, np.float64)
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        v = values[~missing]
+        prio = splitmix64(self._salt ^ np.arange(self._seen, self._seen + len(v), dtype=np.uint64))
+        self._seen += len(v)
+        sample = np.concatenate([self._sample, v])
+        priority = np.concatenate([self._priority, prio])
+        if len(sample) > self.sample_size:
+            keep = np.argpartition(priority, self.sample_size)[: self.sample_size]
+            sample, priority = sample[keep], priority[keep]
+        self._sample, self._priority = sample, priority
+
+    def finish(self) -> Field:
+        if len(self._sample):
+            q = np.arange(1, self.buckets) / self.buckets
+            self.edges = np.unique(np.quantile(self._sample.astype(np.float64), q))
+        stats = {"buckets": self.buckets, "sample_size": int(len(self._sample)), "edges": self.edges.tolist()}
+        self._sample, self._priority = np.zeros(0, np.int64), np.zeros(0, np.uint64)
+        self.field = Field(self.name, self.source, "id", self.transform_name, FIRST_ID + len(self.edges) + 1, stats)
+        return self.field
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        ids = (FIRST_ID + np.searchsorted(self.edges, values, side="right")).astype(np.int32)
+        ids[missing] = MISSING_ID
+        return ids
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> "QuantileBucketEncoder":
+        enc = cls(field.name, field.source, buckets=int(field.stats["buckets"]))
+        enc.edges = np.asarray(field.stats["edges"], dtype=np.float64)
+        enc.field = field
+        return enc
+
+
+
+
+@dataclass
+class FactorizedBatch:
+    """Parsed rows with each categorical column factorized within the batch (what prepare keeps between passes).
+
+    Attributes:
+        label: (N,) int8.
+        ints: (NUM_INT, N) int64, 0 where missing.
+        int_missing: (NUM_INT, N) bool.
+        codes: (NUM_CAT, N) int32; row i of column j holds ``uniques[j][codes[j, i]]``.
+        uniques: NUM_CAT arrays of the distinct int64 keys of each column in this batch (0 = missing).
+    """
+
+    label: np.ndarray
+    ints: np.ndarray
+    int_missing: np.ndarray
+    codes: np.ndarray
+    uniques: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def factorize_batch(batch: RawBatch) -> FactorizedBatch:
+    """Factorize each categorical column of ``batch`` (hash-based, first-seen order)."""
+    codes = np.empty(batch.cats.shape, dtype=np.int32)
+    uniques = []
+    for j, keys in enumerate(batch.cats):
+        c, u = pd.factorize(keys)
+        codes[j] = c
+        uniques.append(np.asarray(u, dtype=np.int64))
+    return FactorizedBatch(batch.label, batch.ints, batch.int_missing, codes, uniques)
+
+
+@dataclass
+class EncodedBatch:
+    """Rows after encoding, per-column arrays laid out (columns, N).
+
+    Attributes:
+        ids: (Fc, N) int32 in ``Schema.id_fields`` order.
+        dense: (Fn, N) float32 in ``Schema.dense_fields`` order.
+        dense_missing: (Fn, N) bool.
+        label: (N,) int8.
+    """
+
+    ids: np.ndarray
+    dense: np.ndarray
+    dense_missing: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+class CriteoEncoder:
+    """All 39 Criteo columns in model order (``I1 .. I13`` then ``C1 .. C26``), fitted on train batches only.
+
+    Example:
+        >>> enc = CriteoEncoder(min_count=10, numeric_transform="log2_bucket")
+        >>> for batch in train_batches:
+        ...     enc.partial_fit(batch)
+        >>> fields = enc.finish()
+        >>> encoded = enc.transform(test_batch)
+    """
+
+    def __init__(
+        self,
+        min_count: int = 10,
+        numeric_transform: str = "log2_bucket",
+        quantile_buckets: int = 32,
+        codec: KeyCodec | None = None,
+    ) -> None:
+        self.codec = codec or KeyCodec()
+        numeric = NUMERIC_TRANSFORMS.get(numeric_transform)
+        self.numeric: list[ColumnEncoder] = [
+            numeric(name, "numeric", min_count=min_count, buckets=quantile_buckets) for name in INT_COLUMNS
+        ]
+        self.categorical: list[ColumnEncoder] = [
+            VocabEncoder(name, "categorical", min_count, self.codec) for name in CAT_COLUMNS
+        ]
+        self.fields: list[Field] = []
+
+    @property
+    def encoders(self) -> list[ColumnEncoder]:
+        return [*self.numeric, *self.categorical]
+
+    def partial_fit(self, batch: RawBatch, train: np.ndarray | None = None) -> None:
+        """Update every column's fit with the train rows of a batch (all rows, or those where ``train`` is True)."""
+        for j, enc in enumerate(self.numeric):
+            values, missing = batch.ints[j], batch.int_missing[j]
+            if train is not None:
+                values, missing = values[train], missing[train]
+            enc.partial_fit(values, missing)
+        for j, enc in enumerate(self.categorical):
+            keys = batch.cats[j]
+            if train is not None:
+                keys = keys[train]
+            enc.partial_fit(keys, keys == 0)
+
+    def finish(self) -> list[Field]:
+        """Freeze all fits; returns the Fields in model order."""
+        self.fields = [enc.finish() for enc in self.encoders]
+        return self.fields
+
+    def transform(self, batch: RawBatch) -> EncodedBatch:
+        """Encode a batch of rows of any split with the fitted vocabularies and statistics."""
+        return self._transform(batch.label, batch.ints, batch.int_missing, lambda j, enc: enc.transform(batch.cats[j], batch.cats[j] == 0))
+
+    def partial_fit_factorized(self, batch: "FactorizedBatch", train: np.ndarray | None = None) -> None:
+        """:meth:`partial_fit` for a factorized batch: categorical values are counted per distinct value."""
+        for j, enc in enumerate(self.numeric):
+            values, missing = batch.ints[j], batch.int_missing[j]
+            if train is not None:
+                values, missing = values[train], missing[train]
+            enc.partial_fit(values, missing)
+        for j, enc in enumerate(self.categorical):
+            codes, uniques = batch.codes[j], batch.uniques[j]
+            counts = np.bincount(codes if train is None else codes[train], minlength=len(uniques))
+            keep = (counts > 0) & (uniques != 0)
+            enc.partial_fit_counts(uniques[keep], counts[keep])
+
+    def transform_factorized(self, batch: "FactorizedBatch") -> EncodedBatch:
+        """:meth:`transform` for a factorized batch: each distinct categorical value is looked up once."""
+
+        def cat_ids(j: int, enc: ColumnEncoder) -> np.ndarray:
+            uniques = batch.uniques[j]
+            return enc.transform(uniques, uniques == 0)[batch.codes[j]]
+
+        return self._transform(batch.label, batch.ints, batch.int_missing, cat_ids)
+
+    def _transform(self, label: np.ndarray, ints: np.ndarray, int_missing: np.ndarray, cat_ids: Any) -> EncodedBatch:
+        if not self.fields:
+            raise RuntimeError("CriteoEncoder is not fitted: call finish() or build it with from_fields()")
+        n = len(label)
+        id_encs = [e for e in self.encoders if e.encoding == "id"]
+        dense_encs = [e for e in self.encoders if e.encoding == "dense"]
+        ids = np.empty((len(id_encs), n), dtype=np.int32)
+        dense = np.empty((len(dense_encs), n), dtype=np.float32)
+        dense_missing = np.empty((len(dense_encs), n), dtype=bool)
+        i = d = 0
+        for j, enc in enumerate(self.numeric):
+            if enc.encoding == "id":
+                ids[i] = enc.transform(ints[j], int_missing[j])
+                i += 1
+            else:
+                dense[d] = enc.transform(ints[j], int_missing[j])
+                dense_missing[d] = int_missing[j]
+                d += 1
+        for j, enc in enumerate(self.categorical):
+            ids[i] = cat_ids(j, enc)
+            i += 1
+        return EncodedBatch(ids, dense, dense_missing, label)
+
+    @classmethod
+    def from_fields(cls, fields: list[Field], codec: KeyCodec | None = None) -> "CriteoEncoder":
+        """The fitted encoder of a saved schema's fields (which must be the 39 Criteo columns in order)."""
+        names = [f.name for f in fields]
+        if names != [*INT_COLUMNS, *CAT_COLUMNS]:
+            raise DataError(f"schema fields {names[:3]}...{names[-2:]} are not the 39 Criteo columns I1..I13, C1..C26")
+        enc = cls.__new__(cls)
+        enc.codec = codec or KeyCodec()
+        built = []
+        kinds = {"vocab": VocabEncoder, **{n: NUMERIC_TRANSFORMS.get(n) for n in NUMERIC_TRANSFORMS.names()}}
+        for f in fields:
+            if f.transform not in kinds:
+                raise DataError(f"field {f.name}: unknown transform {f.transform!r}; valid: {', '.join(kinds)}")
+            built.append(kinds[f.transform].from_field(f, enc.codec))
+        enc.numeric, enc.categorical = built[: len(INT_COLUMNS)], built[len(INT_COLUMNS) :]
+        enc.fields = list(fields)
+        return enc

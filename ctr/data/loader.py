@@ -1,0 +1,241 @@
+"""Batches straight from columnar tensors: a seeded permutation and ``index_select``, no per-sample Dataset.
+
+``load_split`` reads a prepared split into memory; ``iterate_batches`` walks it in a per-epoch seeded order,
+sharded across DDP ranks. ``stream_batches`` is for splits larger than memory: Parquet row groups in a seeded
+order through a bounded shuffle buffer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ctr.data.schema import Batch, Schema
+
+if TYPE_CHECKING:
+    from ctr.data.encoders import EncodedBatch
+    from ctr.data.prepare import PreparedData
+
+
+@dataclass
+class SplitTensors:
+    """A whole split as contiguous tensors (N rows).
+
+    Attributes:
+        ids: (N, Fc) int64, columns in ``Schema.id_fields`` order.
+        dense: (N, Fn) float32, columns in ``Schema.dense_fields`` order (0 where missing).
+        dense_missing: (N, Fn) bool.
+        label: (N,) float32 in {0, 1}.
+    """
+
+    ids: torch.Tensor
+    dense: torch.Tensor
+    dense_missing: torch.Tensor
+    label: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+    def batch(self, index: torch.Tensor | slice) -> Batch:
+        """Rows ``index`` (an int64 index tensor, or a slice for a zero-copy view) as a Batch."""
+        if isinstance(index, slice):
+            return Batch(self.ids[index], self.dense[index], self.dense_missing[index], self.label[index])
+        return Batch(*(take_rows(t, index) for t in (self.ids, self.dense, self.dense_missing, self.label)))
+
+    def to_batch(self) -> Batch:
+        """All rows as one Batch (views, no copy)."""
+        return Batch(self.ids, self.dense, self.dense_missing, self.label)
+
+
+_STACK_ROWS = 1 << 14  # rows per cache-sized block when interleaving columns
+
+
+def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t[index]`` along dim 0. On CPU through numpy: a single-threaded gather of a few MB takes ~0.1 ms, while
+    torch's intra-op threads can stall for milliseconds when another process holds the other cores."""
+    if t.device.type == "cpu" and index.device.type == "cpu":
+        return torch.from_numpy(np.take(t.numpy(), index.numpy(), axis=0))
+    return t.index_select(0, index)
+
+
+def _stack_columns(columns: Sequence[np.ndarray], n: int, dtype: np.dtype) -> torch.Tensor:
+    """F columns of N values -> (N, F) tensor of ``dtype``, filled block by block (10x faster than by column)."""
+    out = np.empty((n, len(columns)), dtype=dtype)
+    for start in range(0, n, _STACK_ROWS):
+        block = out[start : start + _STACK_ROWS]  # (rows, F), stays in cache while its columns are written
+        for j, col in enumerate(columns):
+            block[:, j] = col[start : start + _STACK_ROWS]
+    return torch.from_numpy(out)
+
+
+def tensors_from_table(table: pa.Table, schema: Schema) -> SplitTensors:
+    """A prepared Parquet table (see :func:`ctr.data.prepare.parquet_schema`) as SplitTensors."""
+    n = table.num_rows
+
+    def col(name: str) -> np.ndarray:
+        return table.column(name).to_numpy()
+
+    ids = _stack_columns([col(f.name) for f in schema.id_fields], n, np.int64)
+    dense = _stack_columns([col(f.name) for f in schema.dense_fields], n, np.float32)
+    missing = _stack_columns([col(f"{f.name}__missing") for f in schema.dense_fields], n, np.bool_)
+    label = torch.from_numpy(col("label").astype(np.float32))
+    return SplitTensors(ids, dense, missing, label)
+
+
+def tensors_from_encoded(parts: Sequence["EncodedBatch"], schema: Schema) -> SplitTensors:
+    """Encoded batches (per-column arrays, see :class:`ctr.data.encoders.EncodedBatch`) as SplitTensors."""
+    fc, fn = len(schema.id_fields), len(schema.dense_fields)
+    ids = np.concatenate([p.ids for p in parts], axis=1) if parts else np.zeros((fc, 0), np.int32)
+    dense = np.concatenate([p.dense for p in parts], axis=1) if parts else np.zeros((fn, 0), np.float32)
+    missing = np.concatenate([p.dense_missing for p in parts], axis=1) if parts else np.zeros((fn, 0), bool)
+    label = np.concatenate([p.label for p in parts]) if parts else np.zeros(0, np.int8)
+    n = len(label)
+    return SplitTensors(
+        _stack_columns(ids, n, np.int64),
+        _stack_columns(dense, n, np.float32),
+        _stack_columns(missing, n, np.bool_),
+        torch.from_numpy(label.astype(np.float32)),
+    )
+
+
+def load_split(prepared: "PreparedData", split: str) -> SplitTensors:
+    """Read one prepared split into memory."""
+    return tensors_from_table(pq.read_table(prepared.path(split), use_threads=False), prepared.schema)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A torch.Generator seeded from (seed, epoch) through numpy's SeedSequence (no collisions between pairs)."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def shard_indices(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """This rank's row indices for one epoch: a disjoint, equal-sized part of a seeded permutation of ``range(n)``.
+
+    With ``world_size > 1`` the last ``n % world_size`` rows of the permutation are left out this epoch, so
+    every rank gets ``n // world_size`` rows (and DDP ranks run the same number of steps).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    order = torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
+    per = n // world_size
+    return order[rank * per : (rank + 1) * per]
+
+
+def iterate_batches(
+    t: SplitTensors,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Batches of ``batch_size`` rows of an in-memory split.
+
+    Every row of this rank's shard comes exactly once per epoch; the order depends only on (seed, epoch).
+    Unshuffled single-process iteration yields zero-copy slices.
+
+    Args:
+        t: the split.
+        batch_size: rows per batch (the last one may be smaller unless ``drop_last``).
+        shuffle: permute rows with a generator seeded from (seed, epoch).
+        rank, world_size: DDP sharding (see :func:`shard_indices`).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(t)
+    if not shuffle and world_size == 1:
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield t.batch(slice(start, min(start + batch_size, n)))
+        return
+    index = shard_indices(n, shuffle, seed, epoch, rank, world_size)
+    stop = len(index) - len(index) % batch_size if drop_last else len(index)
+    for start in range(0, stop, batch_size):
+        yield t.batch(index[start : start + batch_size])
+
+
+def stream_batches(
+    prepared: "PreparedData",
+    split: str,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Batches of a prepared split read row group by row group, for data larger than memory.
+
+    Row groups come in a seeded order (per epoch) and rank ``r`` reads row groups ``r, r + W, ...`` of it, capped
+    at the smallest rank's row count so all ranks yield the same number of rows. Rows pass through a shuffle
+    buffer of at most ``shuffle_buffer`` rows (plus one row group): when it is full it is permuted, and all but
+    half of it is emitted. With ``world_size == 1`` every row comes exactly once per epoch.
+
+    Args:
+        prepared: the prepared data.
+        split: ``train``, ``valid`` or ``test``.
+        batch_size: rows per batch.
+        shuffle_buffer: rows held for shuffling (memory bound); ignored when ``shuffle`` is False.
+        seed, epoch: the order depends only on these.
+        rank, world_size: DDP sharding by row group.
+        shuffle: False reads row groups and rows in file order.
+        drop_last: drop a last batch smaller than ``batch_size``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pf = pq.ParquetFile(prepared.path(split))
+    gen = epoch_generator(seed, epoch)
+    groups = pf.metadata.num_row_groups
+    order = torch.randperm(groups, generator=gen).tolist() if shuffle else list(range(groups))
+    sizes = [pf.metadata.row_group(g).num_rows for g in order]
+    limit = min(sum(sizes[r::world_size]) for r in range(world_size)) if world_size > 1 else sum(sizes)
+    mine = order[rank::world_size]
+    capacity = max(shuffle_buffer, batch_size) if shuffle else 0
+    buffer: SplitTensors | None = None
+    carried = 0
+    for g in mine:
+        if carried >= limit:
+            break
+        part = tensors_from_table(pf.read_row_group(g, use_threads=False), prepared.schema)
+        if carried + len(part) > limit:
+            part = _slice(part, 0, limit - carried)
+        carried += len(part)
+        buffer = part if buffer is None else _concat(buffer, part)
+        if len(buffer) >= max(capacity, batch_size):
+            if shuffle:
+                buffer = _slice(buffer, torch.randperm(len(buffer), generator=gen))
+            keep = capacity // 2 if shuffle else 0
+            emit = (len(buffer) - keep) // batch_size * batch_size
+            for start in range(0, emit, batch_size):
+                yield buffer.batch(slice(start, start + batch_size))
+            buffer = _slice(buffer, emit, len(buffer))
+    if buffer is not None and len(buffer):
+        if shuffle:
+            buffer = _slice(buffer, torch.randperm(len(buffer), generator=gen))
+        n = len(buffer)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield buffer.batch(slice(start, min(start + batch_size, n)))
+
+
+def _slice(t: SplitTensors, start: int | torch.Tensor, stop: int | None = None) -> SplitTensors:
+    if isinstance(start, torch.Tensor):
+        b = t.batch(start)
+    else:
+        b = t.batch(slice(start, stop))
+    return SplitTensors(b.ids, b.dense, b.dense_missing, b.label)
+
+
+def _concat(a: SplitTensors, b: SplitTensors) -> SplitTensors:
+    return SplitTensors(*(torch.cat([x, y]) for x, y in zip(
+        (a.ids, a.dense, a.dense_missing, a.label), (b.ids, b.dense, b.dense_missing, b.label)
+    )))

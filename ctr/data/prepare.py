@@ -1,0 +1,469 @@
+"""Raw Criteo text -> cached, encoded Parquet splits plus ``schema.json``.
+
+``prepare_data(cfg)`` makes two streaming passes with bounded memory:
+
+1. **fit**: parse the raw file once (:func:`ctr.data.criteo.read_criteo`), assign each row to a split, fit the
+   encoders on train rows, and append the parsed rows to one Arrow IPC intermediate per split (so pass 2 does
+   not parse text again);
+2. **encode**: stream each intermediate through the fitted encoders into ``<split>.parquet``.
+
+Everything is written into a temporary directory that is renamed to its final name at the very end, so an
+interrupted run never leaves a directory that looks complete. The final directory name holds a hash of the
+source fingerprint and of the options that change the output, so a later run with the same data and options
+reuses it.
+
+Source fingerprint: for each raw file its size, mtime (ns) and the SHA-256 of its first and last MiB.
+
+Output directory::
+
+    schema.json                 Schema.to_json: fields and fitted stats, options, source, rows, bad rows
+    train.parquet, valid.parquet, test.parquet
+        <field>            int32 id for id fields (in [0, vocab_size))
+        <field>            float32 for dense fields, plus <field>__missing (bool)
+        label              int8 (0/1)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from contextlib import closing
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ctr.config import DataConfig
+from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, RawBatch, prefetch, read_criteo
+from ctr.data.encoders import CriteoEncoder, EncodedBatch, FactorizedBatch, factorize_batch
+from ctr.data.loader import SplitTensors, tensors_from_encoded
+from ctr.data.schema import Field, Schema
+from ctr.data.split import SPLITS, assign_splits, find_split_files
+from ctr.errors import DataError
+
+PREPARE_VERSION = 1  # bump when the prepared layout or an encoder changes: old caches are then ignored
+ROW_GROUP_ROWS = 1 << 16
+FINGERPRINT_BYTES = 1 << 20
+SCHEMA_FILE = "schema.json"
+
+
+@dataclass
+class PreparedData:
+    """A prepared (cached) data directory and its schema."""
+
+    dir: Path
+    schema: Schema
+
+    def path(self, split: str) -> Path:
+        """The Parquet file of ``split``."""
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        return self.dir / f"{split}.parquet"
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "PreparedData":
+        """A prepared directory written by :func:`prepare_data` (e.g. found through a run's saved schema)."""
+        directory = Path(directory)
+        schema = Schema.from_json(directory / SCHEMA_FILE)
+        for split in SPLITS:
+            if not (directory / f"{split}.parquet").is_file():
+                raise DataError(f"{directory}: {split}.parquet is missing; not a prepared data directory")
+        return cls(directory, schema)
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+def fingerprint_file(path: Path) -> dict[str, Any]:
+    """Size, mtime (ns) and SHA-256 of the first and last ``FINGERPRINT_BYTES`` of a file."""
+    st = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(FINGERPRINT_BYTES))
+        if st.st_size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
+            digest.update(f.read())
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_tail_sha256": digest.hexdigest()}
+
+
+def preparation_options(cfg: DataConfig, directory: bool) -> dict[str, Any]:
+    """The options that change prepared data (and so the cache key); block size and loader options do not."""
+    opts: dict[str, Any] = {
+        "version": PREPARE_VERSION,
+        "min_count": cfg.min_count,
+        "numeric_transform": cfg.numeric_transform,
+        "on_bad_rows": cfg.on_bad_rows,
+    }
+    if cfg.numeric_transform == "quantile_bucket":
+        opts["quantile_buckets"] = cfg.quantile_buckets
+    if not directory:
+        opts["split_seed"] = cfg.split_seed
+        opts["split"] = [float(s) for s in cfg.split]
+    return opts
+
+
+def resolve_source(cfg: DataConfig) -> tuple[Path, dict[str, Path]]:
+    """The raw path (the bundled sample when ``cfg.path`` is None) and its files: ``{"all": file}`` or per split."""
+    if cfg.path is None:
+        from ctr.data.generate import default_data_path
+
+        raw = default_data_path()
+    else:
+        raw = Path(cfg.path).expanduser()
+    if raw.is_dir():
+        return raw, find_split_files(raw)
+    if not raw.is_file():
+        raise DataError(f"data.path {raw}: no such file or directory")
+    return raw, {"all": raw}
+
+
+def cache_root(cfg: DataConfig, raw: Path) -> Path:
+    """``cfg.cache_dir``, else ``.ctr_cache`` beside the raw file (inside a split directory)."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    return (raw if raw.is_dir() else raw.parent) / ".ctr_cache"
+
+
+# ---------------------------------------------------------------------------------------------------- prepare
+
+
+def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
+    """Prepare (or reuse the cached preparation of) the data described by ``cfg``.
+
+    Args:
+        cfg: data options; ``cfg.path`` is a raw Criteo file (split by ``split_seed``/``split``), a directory with
+            train/valid/test files, or None for the bundled generated sample.
+        progress: tqdm bars on stderr.
+
+    Returns:
+        PreparedData with the directory and its Schema.
+
+    Raises:
+        DataError: unreadable or malformed input (with file, line and column), or no usable rows.
+    """
+    raw, files = resolve_source(cfg)
+    options = preparation_options(cfg, directory="all" not in files)
+    source = {
+        "path": str(raw.resolve()),
+        "kind": "file" if "all" in files else "directory",
+        "files": {k: {"name": p.name, **fingerprint_file(p)} for k, p in files.items()},
+        "fingerprint": "size, mtime_ns and sha256 of the first and last MiB of each file",
+    }
+    key_text = json.dumps({"files": source["files"], "options": options}, sort_keys=True)
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
+    root = cache_root(cfg, raw)
+    final = root / f"{raw.name}-{key}"
+    if (final / SCHEMA_FILE).is_file():
+        _log(progress, f"using prepared data {final}")
+        return PreparedData.open(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{raw.name}-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        schema = write_prepared(tmp, files, cfg, source, options, progress)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished first: keep theirs
+            if not (final / SCHEMA_FILE).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return PreparedData.open(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _log(progress, f"prepared {', '.join(f'{s} {n:,}' for s, n in schema.rows.items())} rows into {final}")
+    return PreparedData(final, schema)
+
+
+def write_prepared(
+    out: Path,
+    files: dict[str, Path],
+    cfg: DataConfig,
+    source: dict[str, Any],
+    options: dict[str, Any],
+    progress: bool = False,
+) -> Schema:
+    """The two passes: fit on train (keeping parsed rows in a temporary file), then encode every split to Parquet."""
+    codec = KeyCodec()
+    encoder = CriteoEncoder(cfg.min_count, cfg.numeric_transform, cfg.quantile_buckets, codec)
+    report = BadRowReport()
+    rows = {s: 0 for s in SPLITS}
+    read = dict(block_size=cfg.block_size, on_bad_rows=cfg.on_bad_rows, report=report, codec=codec)
+
+    # pass 1: fit on train rows; keep the parsed rows (and their split) in a temporary file
+    single = "all" in files
+    first = files["all"] if single else files["train"]
+    inter = out / ".rows.tmp"
+    with open(inter, "wb") as sink, _bar(progress, f"fit {first.name}") as bar, closing(read_criteo(first, **read)) as raw:
+        for raw_batch in raw:
+            split = assign_splits(raw_batch.lines, cfg.split_seed, cfg.split) if single else np.zeros(len(raw_batch), np.int8)
+            batch = factorize_batch(raw_batch)
+            write_rows(sink, batch, split)
+            encoder.partial_fit_factorized(batch, split == 0 if single else None)
+            counts = np.bincount(split, minlength=len(SPLITS))
+            for s, name in enumerate(SPLITS):
+                rows[name] += int(counts[s])
+            bar.update(len(batch))
+    if rows["train"] == 0:
+        detail = f"; {report.summary()}" if report.count else ""
+        raise DataError(f"{first}: no train rows{detail}")
+    fields = encoder.finish()
+
+    # pass 2: encode the kept rows into the split files (and, for a directory, the valid and test files)
+    wanted = SPLITS if single else ("train",)
+    with _ParquetSplits(out, fields, wanted) as writers, _bar(progress, "encode", sum(rows.values())) as bar, closing(
+        read_rows(inter)
+    ) as kept:
+        for batch, split in kept:
+            writers.write(encoder.transform_factorized(batch), split)
+            bar.update(len(batch))
+    inter.unlink()
+    for split in SPLITS:
+        if split not in wanted:
+            with _ParquetSplits(out, fields, (split,)) as writers, _bar(progress, f"encode {split}") as bar, closing(
+                read_criteo(files[split], **read)
+            ) as batches:
+                for batch in batches:
+                    writers.write(encoder.transform(batch), None)
+                    bar.update(len(batch))
+    rows = _parquet_rows(out)
+    if report.count:
+        print(f"ctr.data: {report.summary()}", file=sys.stderr)
+    schema = Schema(
+        fields=fields, config=options, source=source, rows=rows, bad_rows=report.to_dict()
+    )
+    write_schema(schema, out / SCHEMA_FILE)
+    return schema
+
+
+def write_schema(schema: Schema, path: Path) -> None:
+    """What ``Schema.to_json`` writes, without ``dataclasses.asdict``'s deep copy of large vocabularies."""
+    d = {k: getattr(schema, k) for k in Schema.__dataclass_fields__}
+    d["fields"] = [{k: getattr(f, k) for k in Field.__dataclass_fields__} for f in schema.fields]
+    path.write_text(json.dumps(d, indent=1))
+
+
+# ----------------------------------------------------------------------------------------- intermediate file
+
+
+def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
+    """Append parsed rows to pass 1's temporary file, as raw little-endian arrays (a private format).
+
+    Each batch is: n (int64), split (n int8), label (n int8), ints (NUM_INT x n int64), int_missing
+    (NUM_INT x n bool), codes (NUM_CAT x n int32), the NUM_CAT uniques' lengths (int64) and the uniques (int64).
+    """
+    if len(batch) == 0:
+        return
+    sizes = np.array([len(u) for u in batch.uniques], dtype=np.int64)
+    sink.write(np.int64(len(batch)).tobytes())
+    for arr in (split, batch.label, batch.ints, batch.int_missing, batch.codes, sizes, *batch.uniques):
+        sink.write(np.ascontiguousarray(arr).data)
+
+
+def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
+    """The batches written by :func:`write_rows`, with their (N,) int8 splits (read one batch ahead)."""
+
+    def batches() -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
+        with open(path, "rb") as f:
+            while head := f.read(8):
+                n = int(np.frombuffer(head, np.int64)[0])
+                split = np.fromfile(f, np.int8, n)
+                label = np.fromfile(f, np.int8, n)
+                ints = np.fromfile(f, np.int64, NUM_INT * n).reshape(NUM_INT, n)
+                missing = np.fromfile(f, np.bool_, NUM_INT * n).reshape(NUM_INT, n)
+                codes = np.fromfile(f, np.int32, NUM_CAT * n).reshape(NUM_CAT, n)
+                sizes = np.fromfile(f, np.int64, NUM_CAT)
+                flat = np.fromfile(f, np.int64, int(sizes.sum()))
+                uniques = np.split(flat, np.cumsum(sizes)[:-1])
+                yield FactorizedBatch(label, ints, missing, codes, uniques), split
+
+    return prefetch(batches())
+
+
+# ---------------------------------------------------------------------------------------------------- parquet
+
+
+def parquet_schema(fields: Sequence[Field]) -> pa.Schema:
+    """Columns of a prepared split: ids int32, dense float32 plus ``__missing`` bool, ``label`` int8."""
+    cols = [pa.field(f.name, pa.int32()) for f in fields if f.encoding == "id"]
+    for f in fields:
+        if f.encoding == "dense":
+            cols += [pa.field(f.name, pa.float32()), pa.field(f"{f.name}__missing", pa.bool_())]
+    return pa.schema(cols + [pa.field("label", pa.int8())])
+
+
+class _ParquetSplits:
+    """``<split>.parquet`` writers fed with encoded rows; row groups of ``ROW_GROUP_ROWS`` written on a thread."""
+
+    def __init__(self, out: Path, fields: Sequence[Field], splits: Sequence[str]) -> None:
+        self.out = out
+        self.splits = list(splits)
+        self.schema = parquet_schema(fields)
+        self.id_names = [f.name for f in fields if f.encoding == "id"]
+        self.dense_names = [f.name for f in fields if f.encoding == "dense"]
+        self._pending: dict[str, list[EncodedBatch]] = {s: [] for s in self.splits}
+        self._have = {s: 0 for s in self.splits}
+        self.rows = {s: 0 for s in self.splits}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pool = ThreadPoolExecutor(1)
+        self._inflight: list[Future] = []
+
+    def __enter__(self) -> "_ParquetSplits":
+        for s in self.splits:
+            self._writers[s] = pq.ParquetWriter(str(self.out / f"{s}.parquet"), self.schema, compression="none", use_dictionary=False)
+        return self
+
+    def write(self, batch: EncodedBatch, split: np.ndarray | None) -> None:
+        """Rows of ``batch``; ``split`` (N,) int8 indexes ``SPLITS``, or None when all go to the only split."""
+        if split is None:
+            self._add(self.splits[0], batch)
+            return
+        for s, name in enumerate(SPLITS):
+            if name in self._pending:
+                sel = split == s
+                self._add(name, EncodedBatch(batch.ids[:, sel], batch.dense[:, sel], batch.dense_missing[:, sel], batch.label[sel]))
+
+    def _add(self, split: str, batch: EncodedBatch) -> None:
+        if len(batch) == 0:
+            return
+        self._pending[split].append(batch)
+        self._have[split] += len(batch)
+        self.rows[split] += len(batch)
+        while self._have[split] >= ROW_GROUP_ROWS:
+            head, self._pending[split], self._have[split] = _split_rows(self._pending[split], ROW_GROUP_ROWS)
+            self._flush(split, head)
+
+    def _flush(self, split: str, parts: list[EncodedBatch]) -> None:
+        table = _to_table(parts, self.schema, self.id_names, self.dense_names)
+        while len(self._inflight) >= 2:
+            self._inflight.pop(0).result()
+        self._inflight.append(self._pool.submit(self._writers[split].write_table, table, row_group_size=max(len(table), 1)))
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        try:
+            if exc_type is None:
+                for s in self.splits:
+                    if self._have[s]:
+                        self._flush(s, self._pending[s])
+            for f in self._inflight:
+                f.result()
+        finally:
+            self._pool.shutdown()
+            for w in self._writers.values():
+                w.close()
+
+
+def _parquet_rows(out: Path) -> dict[str, int]:
+    return {s: pq.ParquetFile(out / f"{s}.parquet").metadata.num_rows for s in SPLITS}
+
+
+def _split_rows(parts: list[EncodedBatch], n: int) -> tuple[list[EncodedBatch], list[EncodedBatch], int]:
+    """The first ``n`` rows of ``parts`` and the rest (with its row count)."""
+    head: list[EncodedBatch] = []
+    need = n
+    while need:
+        b = parts.pop(0)
+        if len(b) <= need:
+            head.append(b)
+            need -= len(b)
+        else:
+            head.append(_slice_encoded(b, 0, need))
+            parts.insert(0, _slice_encoded(b, need, len(b)))
+            need = 0
+    return head, parts, sum(len(p) for p in parts)
+
+
+def _slice_encoded(b: EncodedBatch, start: int, stop: int) -> EncodedBatch:
+    return EncodedBatch(b.ids[:, start:stop], b.dense[:, start:stop], b.dense_missing[:, start:stop], b.label[start:stop])
+
+
+def _to_table(parts: list[EncodedBatch], schema: pa.Schema, id_names: list[str], dense_names: list[str]) -> pa.Table:
+    cols: dict[str, Any] = {}
+    if len(parts) == 1:
+        b = parts[0]
+    else:
+        b = EncodedBatch(*(np.concatenate([getattr(p, k) for p in parts], axis=-1) for k in ("ids", "dense", "dense_missing", "label")))
+    for j, name in enumerate(id_names):
+        cols[name] = pa.array(b.ids[j])
+    for j, name in enumerate(dense_names):
+        cols[name] = pa.array(b.dense[j])
+        cols[f"{name}__missing"] = pa.array(b.dense_missing[j])
+    cols["label"] = pa.array(b.label)
+    return pa.table(cols, schema=schema)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+def encode_raw(
+    path: str | Path,
+    schema: Schema,
+    split: str | None = None,
+    split_seed: int = 2018,
+    split_fracs: Sequence[float] = (0.8, 0.1, 0.1),
+    on_bad_rows: str = "error",
+    block_size: int = 1 << 20,
+    report: BadRowReport | None = None,
+) -> SplitTensors:
+    """Apply a saved schema to a raw Criteo file: values unseen in its train data map to OOV.
+
+    Args:
+        path: raw Criteo file (plain or ``.gz``).
+        schema: the schema of prepared data (e.g. saved in a run directory).
+        split: None for every row, or keep only the rows that the single-file split rule with ``split_seed`` and
+            ``split_fracs`` assigns to this split (how a run's own test split is rebuilt from its raw file).
+        on_bad_rows: ``"error"`` or ``"skip"`` (skipped rows are counted in ``report`` and printed).
+
+    Returns:
+        SplitTensors of the kept rows in file order.
+
+    Raises:
+        DataError: a bad row (with ``on_bad_rows="error"``), or no row with the Criteo layout.
+    """
+    if split is not None and split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    encoder = CriteoEncoder.from_fields(schema.fields)
+    report = report if report is not None else BadRowReport()
+    parts: list[EncodedBatch] = []
+    with closing(read_criteo(path, block_size=block_size, on_bad_rows=on_bad_rows, report=report, codec=encoder.codec)) as batches:
+        for batch in batches:
+            if split is not None:
+                batch = batch.take(assign_splits(batch.lines, split_seed, split_fracs) == SPLITS.index(split))
+            parts.append(encoder.transform(batch))
+    if report.count:
+        if not any(len(p) for p in parts):
+            raise DataError(f"{path}: no row has the raw Criteo layout; {report.summary()}")
+        print(f"ctr.data: {report.summary()}", file=sys.stderr)
+    return tensors_from_encoded(parts, schema)
+
+
+def encode_source_split(schema: Schema, split: str, on_bad_rows: str | None = None) -> SplitTensors:
+    """Rebuild one split of a schema's own raw source (same split rule) with the saved schema."""
+    src = schema.source
+    files = src.get("files", {})
+    on_bad = on_bad_rows or schema.config.get("on_bad_rows", "error")
+    if src.get("kind") == "directory":
+        return encode_raw(Path(src["path"]) / files[split]["name"], schema, on_bad_rows=on_bad)
+    cfg = schema.config
+    return encode_raw(src["path"], schema, split, cfg["split_seed"], cfg["split"], on_bad_rows=on_bad)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(f"ctr.data: {message}", file=sys.stderr)
+
+
+def _bar(progress: bool, desc: str, total: int | None = None) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rows", unit_scale=True, disable=not progress, file=sys.stderr, leave=False)

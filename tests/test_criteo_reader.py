@@ -1,0 +1,177 @@
+"""The raw Criteo reader: parsing, exact line numbers, bad rows (error and skip), gzip."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CRITEO_ROWS, write_rows
+from ctr.data.criteo import (
+    CAT_COLUMNS,
+    COLUMNS,
+    INT_COLUMNS,
+    NUM_COLUMNS,
+    BadRowReport,
+    KeyCodec,
+    read_criteo,
+)
+from ctr.errors import DataError
+
+SMALL = dict(block_size=4096, min_rows=100)  # many pyarrow blocks, several coalesced batches
+
+
+def read_all(path: Path, **kw):
+    batches = list(read_criteo(path, **kw))
+    return batches, np.concatenate([b.lines for b in batches])
+
+
+def with_line(lines: list[str], number: int, text: str) -> list[str]:
+    """``lines`` with 1-based line ``number`` replaced."""
+    out = list(lines)
+    out[number - 1] = text
+    return out
+
+
+def with_cell(line: str, column: str, value: str) -> str:
+    cells = line.split("\t")
+    cells[COLUMNS.index(column)] = value
+    return "\t".join(cells)
+
+
+def test_format_constants() -> None:
+    assert NUM_COLUMNS == 40 == len(COLUMNS)
+    assert INT_COLUMNS[0] == "I1" and INT_COLUMNS[-1] == "I13" and CAT_COLUMNS[-1] == "C26"
+
+
+def test_reads_every_row_with_values(criteo_file: Path, criteo_lines: list[str]) -> None:
+    batches, lines = read_all(criteo_file, **SMALL)
+    assert lines.tolist() == list(range(1, CRITEO_ROWS + 1))
+    codec = KeyCodec()
+    b = next(iter(read_criteo(criteo_file, codec=codec, **SMALL)))
+    for i in (0, 7, 50):
+        cells = criteo_lines[i].split("\t")
+        assert b.label[i] == int(cells[0])
+        for j in range(13):
+            assert b.int_missing[j, i] == (cells[1 + j] == "")
+            if cells[1 + j]:
+                assert b.ints[j, i] == int(cells[1 + j])
+        for j in range(26):
+            assert codec.text_of(b.cats[j, i]) == cells[14 + j]
+            assert (b.cats[j, i] == 0) == (cells[14 + j] == "")
+
+
+@pytest.mark.parametrize(
+    "column, value, reason",
+    [
+        ("I3", "abc", "'abc' is not an integer"),
+        ("I3", "1.5", "'1.5' is not an integer"),
+        ("I1", "+1", "'+1' is not an integer"),
+        ("I13", " 1", "' 1' is not an integer"),
+        ("I2", "0x1f", "'0x1f' is not an integer"),
+        ("I2", "--1", "'--1' is not an integer"),
+        ("I4", "-", "'-' is not an integer"),
+        ("I5", "NA", "'NA' is not an integer"),
+        ("I6", "99999999999999999999", "outside the int64 range"),
+        ("label", "2", "label '2' is not 0 or 1"),
+        ("label", "", "label '' is not 0 or 1"),
+    ],
+)
+def test_bad_value_names_file_line_and_column(tmp_path: Path, criteo_lines: list[str], column: str, value: str, reason: str) -> None:
+    line = 1717  # far past the first 4 KiB block
+    path = write_rows(tmp_path / "train.txt", with_line(criteo_lines, line, with_cell(criteo_lines[line - 1], column, value)))
+    with pytest.raises(DataError) as e:
+        read_all(path, **SMALL)
+    msg = str(e.value)
+    assert f"train.txt line {line}, column {column}: " in msg and reason in msg
+
+
+@pytest.mark.parametrize("text", ["0\t1\t2", "{full}\textra", ""])
+def test_wrong_column_count_names_line(tmp_path: Path, criteo_lines: list[str], text: str) -> None:
+    line = 2345
+    bad = text.format(full=criteo_lines[line - 1])
+    path = write_rows(tmp_path / "train.txt", with_line(criteo_lines, line, bad))
+    with pytest.raises(DataError, match=f"train.txt line {line}: (expected 40 tab-separated columns|empty line)"):
+        read_all(path, **SMALL)
+
+
+def test_first_bad_row_wins(tmp_path: Path, criteo_lines: list[str]) -> None:
+    lines = with_line(criteo_lines, 900, "0\t1")
+    lines = with_line(lines, 600, with_cell(lines[599], "I7", "x"))
+    with pytest.raises(DataError, match="line 600, column I7"):
+        read_all(write_rows(tmp_path / "t.txt", lines), **SMALL)
+
+
+def test_negative_and_missing_integers_are_valid(tmp_path: Path, criteo_lines: list[str]) -> None:
+    lines = with_line(criteo_lines, 3, with_cell(criteo_lines[2], "I2", "-3"))
+    lines = with_line(lines, 4, with_cell(lines[3], "I2", ""))
+    (b,), _ = read_all(write_rows(tmp_path / "t.txt", lines[:10]))
+    assert b.ints[1, 2] == -3 and not b.int_missing[1, 2]
+    assert b.int_missing[1, 3] and b.ints[1, 3] == 0
+
+
+def test_skip_mode_counts_and_keeps_exact_line_numbers(tmp_path: Path, criteo_lines: list[str]) -> None:
+    bad = {
+        5: "0\t1\t2",  # too few columns
+        640: criteo_lines[639] + "\tx",  # too many
+        641: "",  # empty line
+        1200: with_cell(criteo_lines[1199], "I3", "abc"),
+        2999: with_cell(criteo_lines[2998], "label", "7"),
+    }
+    lines = list(criteo_lines)
+    for n, text in bad.items():
+        lines = with_line(lines, n, text)
+    report = BadRowReport()
+    _, got = read_all(write_rows(tmp_path / "t.txt", lines), on_bad_rows="skip", report=report, **SMALL)
+    assert got.tolist() == [n for n in range(1, CRITEO_ROWS + 1) if n not in bad]
+    assert report.count == len(bad)
+    assert [e["line"] for e in report.examples] == sorted(bad)
+    assert report.examples[3]["column"] == "I3" and "not an integer" in report.examples[3]["reason"]
+    assert "skipped 5 bad rows" in report.summary()
+
+
+def test_skip_report_keeps_ten_examples(tmp_path: Path, criteo_lines: list[str]) -> None:
+    lines = list(criteo_lines)
+    for n in range(100, 400, 10):
+        lines = with_line(lines, n, "junk")
+    report = BadRowReport()
+    read_all(write_rows(tmp_path / "t.txt", lines), on_bad_rows="skip", report=report, **SMALL)
+    assert report.count == 30 and len(report.examples) == 10
+    assert [e["line"] for e in report.examples] == list(range(100, 200, 10))
+
+
+def test_gzip_reads_like_plain(tmp_path: Path, criteo_file: Path) -> None:
+    gz = tmp_path / "train.txt.gz"
+    gz.write_bytes(gzip.compress(criteo_file.read_bytes()))
+    plain, lines = read_all(criteo_file)
+    packed, gz_lines = read_all(gz)
+    assert gz_lines.tolist() == lines.tolist()
+    for a, b in zip(plain, packed):
+        np.testing.assert_array_equal(a.ints, b.ints)
+        np.testing.assert_array_equal(a.cats, b.cats)
+
+
+def test_block_size_does_not_change_rows(criteo_file: Path) -> None:
+    a, _ = read_all(criteo_file, block_size=1 << 20)
+    b, _ = read_all(criteo_file, **SMALL)
+    for name in ("lines", "label", "ints", "cats"):
+        np.testing.assert_array_equal(np.concatenate([getattr(x, name) for x in a], axis=-1),
+                                      np.concatenate([getattr(x, name) for x in b], axis=-1))
+
+
+def test_odd_categorical_values_round_trip(tmp_path: Path, criteo_lines: list[str]) -> None:
+    lines = with_line(criteo_lines[:5], 2, with_cell(criteo_lines[1], "C4", "short"))
+    lines = with_line(lines, 3, with_cell(lines[2], "C4", "a-much-longer-value"))
+    codec = KeyCodec()
+    (b,), _ = read_all(write_rows(tmp_path / "t.txt", lines), codec=codec)
+    assert [codec.text_of(k) for k in b.cats[3, :3]] == [criteo_lines[0].split("\t")[17], "short", "a-much-longer-value"]
+    assert codec.keys_of(["short", "a-much-longer-value"]).tolist() == b.cats[3, 1:3].tolist()
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="file not found"):
+        read_criteo(tmp_path / "nope.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert list(read_criteo(empty)) == []
