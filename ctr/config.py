@@ -223,19 +223,17 @@ def _check_choices(cfg: RunConfig) -> None:
     get_model(cfg.model.name).check_norms(cfg.norm)
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``over`` wins. Norm stage values replace (a name replaces a mapping)."""
+def merge(base: dict[str, Any], over: dict[str, Any], _path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Recursive dict merge; ``over`` wins. A ``norm.<stage>`` value replaces the old one whole (a name replaces a
+    mapping with options, and a mapping does not inherit options of another norm)."""
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not _is_norm_spec(v):
-            out[k] = merge(out[k], v)
+        is_norm_stage = _path == ("norm",) and k in STAGES
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not is_norm_stage:
+            out[k] = merge(out[k], v, _path + (k,))
         else:
             out[k] = v
     return out
-
-
-def _is_norm_spec(v: dict[str, Any]) -> bool:
-    return "name" in v and not {"embed_dim"} & set(v)
 
 
 def parse_override(text: str) -> dict[str, Any]:

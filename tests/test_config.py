@@ -62,3 +62,13 @@ def test_config_files_merge_left_to_right(tmp_path):
 def test_norm_on_a_stage_the_model_lacks_is_an_error():
     with pytest.raises(ConfigError, match="norm.cin=ln: model 'deepfm' has no 'cin' stage"):
         load_config([], ["norm.cin=ln"])
+
+
+def test_merge_keeps_model_keys_when_the_name_is_overridden_and_replaces_norm_specs():
+    cfg = load_config([], ["model.hidden=[8]", "model.name=dnn", "norm.mlp={name: bn, momentum: 0.01}", "norm.mlp=ln"])
+    assert cfg.model.name == "dnn" and cfg.model.options["hidden"] == [8]
+    assert cfg.norm.mlp == "ln"
+    from ctr.config import CONFIG_DIR
+
+    cfg = load_config([CONFIG_DIR / "models" / "normdnn.yaml"], ["model.name=deepfm", "norm.categorical={name: ln}"])
+    assert cfg.model.embed_dim == 10 and cfg.norm.categorical == {"name": "ln"}
