@@ -15,7 +15,7 @@ import torch
 from conftest import CRITEO_ROWS, write_rows
 from ctr.config import DataConfig
 from ctr.data import encoders
-from ctr.data.criteo import COLUMNS, read_criteo
+from ctr.data.criteo import COLUMNS
 from ctr.data.encoders import FIRST_ID, MISSING_ID, OOV_ID, KeyIndex, ValueCounter, log2_bucket
 from ctr.data.loader import load_split
 from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data, write_schema

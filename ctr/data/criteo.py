@@ -189,29 +189,37 @@ def parse_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns:
         values (N,) int64 with 0 where missing or bad, missing (N,) bool, bad (K,) int64 sorted row indices.
     """
+    missing, bad = check_ints(arr)
+    return convert_ints(arr, missing | bad), missing, np.flatnonzero(bad)
+
+
+def check_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The validation half of :func:`parse_ints`: (N,) bool masks of missing and of bad cells."""
     offsets, data = binary_buffers(arr)
-    n = len(arr)
     lengths = np.diff(offsets)
     missing = lengths == 0
     start = int(offsets[0])
-    body = data[start : offsets[-1]]
-    bad = np.zeros(n, dtype=bool)
-    odd = np.flatnonzero((body - np.uint8(48)) > 9) + start  # byte positions that are not digits
+    bad = np.zeros(len(arr), dtype=bool)
+    odd = np.flatnonzero((data[start : offsets[-1]] - np.uint8(48)) > 9) + start  # bytes that are not digits
     if odd.size:
         cell = np.searchsorted(offsets, odd, side="right") - 1
         ok = (data[odd] == 45) & (offsets[cell] == odd) & (lengths[cell] >= 2)  # a leading minus sign
         bad[cell[~ok]] = True
-    long = np.flatnonzero((lengths > _MAX_DIGITS) & ~bad)
-    for i in long:  # digits only, but maybe out of range
+    for i in np.flatnonzero((lengths > _MAX_DIGITS) & ~bad):  # digits only, but maybe out of range
         if not -(1 << 63) <= int(bytes(data[offsets[i] : offsets[i + 1]])) < (1 << 63):
             bad[i] = True
-    valid = ~(missing | bad)
-    if valid.all():
-        return _int64_values(arr.cast(pa.int64()), n), missing, np.flatnonzero(bad)
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return missing, bad
+
+
+def convert_ints(arr: pa.Array, skip: np.ndarray) -> np.ndarray:
+    """The conversion half of :func:`parse_ints`: cells that passed :func:`check_ints` as (N,) int64, 0 where
+    ``skip`` (missing or bad)."""
+    n = len(arr)
+    if not skip.any():
+        return _int64_values(arr.cast(pa.int64()), n)
+    bitmap = pa.py_buffer(np.packbits(~skip, bitorder="little"))
     masked = pa.Array.from_buffers(pa.binary(), n, [bitmap, *arr.buffers()[1:]], offset=arr.offset)
-    values = np.where(valid, _int64_values(masked.cast(pa.int64()), n), 0)  # null slots hold garbage
-    return values, missing, np.flatnonzero(bad)
+    return np.where(skip, 0, _int64_values(masked.cast(pa.int64()), n))  # null slots hold garbage
 
 
 def _int64_values(arr: pa.Array, n: int) -> np.ndarray:
@@ -349,12 +357,40 @@ def read_criteo(
         raise DataError(f"{path}: file not found")
     report = report if report is not None else BadRowReport()
     codec = codec or KeyCodec()
-    return prefetch(_parse_stream(path, block_size, on_bad_rows, report, codec, min_rows))
+    return _convert_stream(prefetch(_check_stream(path, block_size, on_bad_rows, report, min_rows)), codec)
 
 
-def _parse_stream(
-    path: Path, block_size: int, on_bad_rows: str, report: BadRowReport, codec: KeyCodec, min_rows: int
-) -> Iterator[RawBatch]:
+@dataclass
+class _CheckedBatch:
+    """Good rows after stage 1 (pyarrow parsing and validation), before conversion to numbers and keys."""
+
+    lines: np.ndarray  # (N,) int64
+    table: pa.Table  # (N rows) the 40 binary columns, one chunk each
+    label: np.ndarray  # (N,) int8
+    int_missing: np.ndarray  # (NUM_INT, N) bool
+
+
+def _convert_stream(checked: Iterator[_CheckedBatch], codec: KeyCodec) -> Iterator[RawBatch]:
+    """Stage 2, in the caller's thread (so it overlaps with stage 1 of the next batch): integers and keys."""
+    try:
+        for c in checked:
+            cols = c.table.columns
+            ints = np.empty(c.int_missing.shape, dtype=np.int64)
+            for j in range(NUM_INT):
+                ints[j] = convert_ints(cols[1 + j].chunks[0], c.int_missing[j])
+            cats = np.empty((NUM_CAT, len(c.lines)), dtype=np.int64)
+            for j in range(NUM_CAT):
+                cats[j] = codec.encode(cols[1 + NUM_INT + j].chunks[0])
+            yield RawBatch(c.lines, c.label, ints, c.int_missing, cats)
+    finally:
+        close = getattr(checked, "close", None)
+        if close is not None:
+            close()
+
+
+def _check_stream(
+    path: Path, block_size: int, on_bad_rows: str, report: BadRowReport, min_rows: int
+) -> Iterator[_CheckedBatch]:
     invalid = _InvalidRows()
     state = _LineState()
     pending: list[pa.RecordBatch] = []
@@ -364,12 +400,12 @@ def _parse_stream(
         rows += batch.num_rows
         unreported = invalid.lines[state.invalid_done : state.invalid_done + 1]
         if on_bad_rows == "error" and rows == 0 and unreported and unreported[0] == state.next_line:
-            _parse_batch(path, pending, invalid, state, on_bad_rows, report, codec, final=True)  # raises
+            _check_batch(path, pending, invalid, state, on_bad_rows, report, final=True)  # raises
         if rows >= min_rows:
-            yield _parse_batch(path, pending, invalid, state, on_bad_rows, report, codec, final=False)
+            yield _check_batch(path, pending, invalid, state, on_bad_rows, report, final=False)
             pending, rows = [], 0
-    last = _parse_batch(path, pending, invalid, state, on_bad_rows, report, codec, final=True)
-    if len(last):
+    last = _check_batch(path, pending, invalid, state, on_bad_rows, report, final=True)
+    if len(last.lines):
         yield last
 
 
@@ -391,17 +427,17 @@ def _line_numbers(n: int, invalid: list[int], state: _LineState) -> np.ndarray:
     return start + i + np.searchsorted(good_before, i, side="right")
 
 
-def _parse_batch(
+def _check_batch(
     path: Path,
     batches: list[pa.RecordBatch],
     invalid: _InvalidRows,
     state: _LineState,
     on_bad_rows: str,
     report: BadRowReport,
-    codec: KeyCodec,
     final: bool,
-) -> RawBatch:
-    table = pa.Table.from_batches(batches, schema=batches[0].schema if batches else None) if batches else None
+) -> _CheckedBatch:
+    """Line numbers and every bad-row check of the coalesced pyarrow batches; raises or drops bad rows."""
+    table = pa.Table.from_batches(batches) if batches else None
     n = table.num_rows if table is not None else 0
     lines = _line_numbers(n, invalid.lines, state)
     last_line = int(lines[-1]) if n else state.next_line - 1
@@ -411,16 +447,15 @@ def _parse_batch(
     state.invalid_done += len(new_invalid)
     if final and new_invalid:
         state.next_line = max(state.next_line, new_invalid[-1] + 1)
-    problems: list[tuple[int, str | None, str]] = [
-        (ln, None, _column_count_reason(invalid, ln)) for ln in new_invalid
-    ]
+    problems: list[tuple[int, str | None, str]] = [(ln, None, _column_count_reason(invalid, ln)) for ln in new_invalid]
     if n == 0:
-        return _finish(path, problems, on_bad_rows, report, _empty_batch(), None)
+        empty = _CheckedBatch(lines, pa.table({c: pa.array([], pa.binary()) for c in COLUMNS}), np.zeros(0, np.int8), np.zeros((NUM_INT, 0), bool))
+        _report(path, problems, on_bad_rows, report)
+        return empty
     table = table.combine_chunks()
     cols = table.columns
     bad = np.zeros(n, dtype=bool)
-    label_arr = cols[0].chunks[0] if cols[0].num_chunks else pa.array([], pa.binary())
-    offsets, data = binary_buffers(label_arr)
+    offsets, data = binary_buffers(cols[0].chunks[0])
     one_char = np.diff(offsets) == 1
     label_byte = np.zeros(n, dtype=np.uint8)
     label_byte[one_char] = data[offsets[:-1][one_char]]
@@ -429,32 +464,26 @@ def _parse_batch(
         bad[i] = True
         reason = _label_reason(table, i)
         problems.append((int(lines[i]), None if reason == "empty line" else LABEL, reason))
-    ints = np.empty((NUM_INT, n), dtype=np.int64)
     int_missing = np.empty((NUM_INT, n), dtype=bool)
     for j in range(NUM_INT):
         arr = cols[1 + j].chunks[0]
-        ints[j], int_missing[j], bad_cells = parse_ints(arr)
-        for i in bad_cells:
+        int_missing[j], bad_cells = check_ints(arr)
+        for i in np.flatnonzero(bad_cells):
             if not bad[i]:
                 problems.append((int(lines[i]), INT_COLUMNS[j], _int_reason(arr, i)))
             bad[i] = True
-    cats = np.empty((NUM_CAT, n), dtype=np.int64)
-    for j in range(NUM_CAT):
-        cats[j] = codec.encode(cols[1 + NUM_INT + j].chunks[0])
-    out = RawBatch(lines, (label_byte - 48).astype(np.int8), ints, int_missing, cats)
-    return _finish(path, problems, on_bad_rows, report, out, bad if bad.any() else None)
+    checked = _CheckedBatch(lines, table, (label_byte - 48).astype(np.int8), int_missing)
+    _report(path, problems, on_bad_rows, report)
+    if bad.any():  # skip mode: keep the good rows
+        keep = ~bad
+        checked = _CheckedBatch(lines[keep], table.filter(pa.array(keep)).combine_chunks(), checked.label[keep], int_missing[:, keep])
+    return checked
 
 
-def _finish(
-    path: Path,
-    problems: list[tuple[int, str | None, str]],
-    on_bad_rows: str,
-    report: BadRowReport,
-    batch: RawBatch,
-    bad: np.ndarray | None,
-) -> RawBatch:
+def _report(path: Path, problems: list[tuple[int, str | None, str]], on_bad_rows: str, report: BadRowReport) -> None:
+    """Raise for the first problem (``on_bad_rows="error"``) or add them all to ``report``."""
     if not problems:
-        return batch
+        return
     problems.sort(key=lambda p: p[0])
     if on_bad_rows == "error":
         line, column, reason = problems[0]
@@ -462,7 +491,6 @@ def _finish(
         raise DataError(format_problem(str(path), line, column, reason) + hint)
     for line, column, reason in problems:
         report.add(str(path), line, column, reason)
-    return batch.take(~bad) if bad is not None else batch
 
 
 def _column_count_reason(invalid: _InvalidRows, line: int) -> str:
@@ -485,13 +513,3 @@ def _int_reason(arr: pa.Array, i: int) -> str:
     if _INTEGER.fullmatch(text):
         return f"{text!r} is outside the int64 range"
     return f"{text!r} is not an integer"
-
-
-def _empty_batch() -> RawBatch:
-    return RawBatch(
-        np.zeros(0, np.int64),
-        np.zeros(0, np.int8),
-        np.zeros((NUM_INT, 0), np.int64),
-        np.zeros((NUM_INT, 0), bool),
-        np.zeros((NUM_CAT, 0), np.int64),
-    )

@@ -64,7 +64,7 @@ class ValueCounter:
     def _push(self, keys: np.ndarray, counts: np.ndarray) -> None:
         self._pending.append((keys.astype(np.int64, copy=False), counts.astype(np.int64, copy=False)))
         self._pending_size += len(keys)
-        if self._pending_size >= max(len(self.keys), 1 << 18):
+        if self._pending_size >= max(len(self.keys) // 2, 1 << 17):  # bounds pending memory to 1.5x the table
             self._merge()
 
     def _merge(self) -> None:
@@ -349,7 +349,8 @@ class FactorizedBatch:
         label: (N,) int8.
         ints: (NUM_INT, N) int64, 0 where missing.
         int_missing: (NUM_INT, N) bool.
-        codes: (NUM_CAT, N) int32; row i of column j holds ``uniques[j][codes[j, i]]``.
+        codes: (NUM_CAT, N) int32, or NUM_CAT (N,) unsigned arrays; row i of column j holds
+            ``uniques[j][codes[j][i]]``.
         uniques: NUM_CAT arrays of the distinct int64 keys of each column in this batch (0 = missing).
     """
 
@@ -450,14 +451,14 @@ class CriteoEncoder:
 
     def partial_fit_factorized(self, batch: "FactorizedBatch", train: np.ndarray | None = None) -> None:
         """:meth:`partial_fit` for a factorized batch: categorical values are counted per distinct value."""
+        ints, int_missing, codes = batch.ints, batch.int_missing, batch.codes
+        if train is not None:  # one 2-d selection per array rather than one per column
+            ints, int_missing, codes = ints[:, train], int_missing[:, train], [c[train] for c in codes]
         for j, enc in enumerate(self.numeric):
-            values, missing = batch.ints[j], batch.int_missing[j]
-            if train is not None:
-                values, missing = values[train], missing[train]
-            enc.partial_fit(values, missing)
+            enc.partial_fit(ints[j], int_missing[j])
         for j, enc in enumerate(self.categorical):
-            codes, uniques = batch.codes[j], batch.uniques[j]
-            counts = np.bincount(codes if train is None else codes[train], minlength=len(uniques))
+            uniques = batch.uniques[j]
+            counts = np.bincount(codes[j], minlength=len(uniques))
             keep = (counts > 0) & (uniques != 0)
             enc.partial_fit_counts(uniques[keep], counts[keep])
 

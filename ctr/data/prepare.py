@@ -2,10 +2,14 @@
 
 ``prepare_data(cfg)`` makes two streaming passes with bounded memory:
 
-1. **fit**: parse the raw file once (:func:`ctr.data.criteo.read_criteo`), assign each row to a split, fit the
-   encoders on train rows, and append the parsed rows to one Arrow IPC intermediate per split (so pass 2 does
-   not parse text again);
-2. **encode**: stream each intermediate through the fitted encoders into ``<split>.parquet``.
+1. **fit**: parse the raw file once (:func:`ctr.data.criteo.read_criteo`), assign each row to a split, factorize
+   each categorical column per batch, fit the encoders on train rows (counting each distinct value once per
+   batch), and append the parsed, factorized rows to a compact temporary file, so pass 2 parses no text;
+2. **encode**: stream the temporary file through the fitted encoders (one vocabulary lookup per distinct value
+   per batch) into ``<split>.parquet`` (row groups of ``ROW_GROUP_ROWS``, written on a background thread).
+
+For a directory with train/valid/test files, pass 1 reads the train file, and the valid and test files are
+encoded straight from text in pass 2.
 
 Everything is written into a temporary directory that is renamed to its final name at the very end, so an
 interrupted run never leaves a directory that looks complete. The final directory name holds a hash of the
@@ -41,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctr.config import DataConfig
-from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, RawBatch, prefetch, read_criteo
+from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, prefetch, read_criteo
 from ctr.data.encoders import CriteoEncoder, EncodedBatch, FactorizedBatch, factorize_batch
 from ctr.data.loader import SplitTensors, tensors_from_encoded
 from ctr.data.schema import Field, Schema
@@ -253,18 +257,36 @@ def write_schema(schema: Schema, path: Path) -> None:
 # ----------------------------------------------------------------------------------------- intermediate file
 
 
-def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
-    """Append parsed rows to pass 1's temporary file, as raw little-endian arrays (a private format).
+_INT32 = np.iinfo(np.int32)
 
-    Each batch is: n (int64), split (n int8), label (n int8), ints (NUM_INT x n int64), int_missing
-    (NUM_INT x n bool), codes (NUM_CAT x n int32), the NUM_CAT uniques' lengths (int64) and the uniques (int64).
+
+def _narrowest(size: int) -> type:
+    """The smallest unsigned dtype whose values index ``size`` items."""
+    return np.uint8 if size <= 1 << 8 else np.uint16 if size <= 1 << 16 else np.uint32
+
+
+def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
+    """Append parsed rows to pass 1's temporary file, as raw little-endian arrays (a private format, kept small).
+
+    Each batch is a header (int64: n, bytes per integer value, then the NUM_CAT uniques' lengths), then split
+    (n int8), label (n int8), ints (NUM_INT x n, int32 when they fit, else int64), int_missing (NUM_INT rows
+    of n bits), per categorical column its codes (n values of the narrowest unsigned type) and its uniques.
     """
-    if len(batch) == 0:
+    n = len(batch)
+    if n == 0:
         return
-    sizes = np.array([len(u) for u in batch.uniques], dtype=np.int64)
-    sink.write(np.int64(len(batch)).tobytes())
-    for arr in (split, batch.label, batch.ints, batch.int_missing, batch.codes, sizes, *batch.uniques):
-        sink.write(np.ascontiguousarray(arr).data)
+    ints = batch.ints
+    if ints.size and _INT32.min <= ints.min() and ints.max() <= _INT32.max:
+        ints = ints.astype(np.int32)
+    sizes = [len(u) for u in batch.uniques]
+    sink.write(np.array([n, ints.itemsize, *sizes], dtype=np.int64).tobytes())
+    sink.write(np.ascontiguousarray(split).data)
+    sink.write(np.ascontiguousarray(batch.label).data)
+    sink.write(np.ascontiguousarray(ints).data)
+    sink.write(np.ascontiguousarray(np.packbits(batch.int_missing, axis=1, bitorder="little")).data)
+    for codes, uniques in zip(batch.codes, batch.uniques):
+        sink.write(np.ascontiguousarray(codes, dtype=_narrowest(len(uniques))).data)
+        sink.write(np.ascontiguousarray(uniques).data)
 
 
 def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
@@ -272,17 +294,18 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 
     def batches() -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
         with open(path, "rb") as f:
-            while head := f.read(8):
-                n = int(np.frombuffer(head, np.int64)[0])
+            while head := f.read(8 * (2 + NUM_CAT)):
+                n, width, *sizes = np.frombuffer(head, np.int64).tolist()
                 split = np.fromfile(f, np.int8, n)
                 label = np.fromfile(f, np.int8, n)
-                ints = np.fromfile(f, np.int64, NUM_INT * n).reshape(NUM_INT, n)
-                missing = np.fromfile(f, np.bool_, NUM_INT * n).reshape(NUM_INT, n)
-                codes = np.fromfile(f, np.int32, NUM_CAT * n).reshape(NUM_CAT, n)
-                sizes = np.fromfile(f, np.int64, NUM_CAT)
-                flat = np.fromfile(f, np.int64, int(sizes.sum()))
-                uniques = np.split(flat, np.cumsum(sizes)[:-1])
-                yield FactorizedBatch(label, ints, missing, codes, uniques), split
+                ints = np.fromfile(f, np.int32 if width == 4 else np.int64, NUM_INT * n).reshape(NUM_INT, n)
+                bits = np.fromfile(f, np.uint8, NUM_INT * ((n + 7) // 8)).reshape(NUM_INT, -1)
+                missing = np.unpackbits(bits, axis=1, count=n, bitorder="little").view(np.bool_)
+                codes, uniques = [], []
+                for size in sizes:
+                    codes.append(np.fromfile(f, _narrowest(size), n))
+                    uniques.append(np.fromfile(f, np.int64, size))
+                yield FactorizedBatch(label, ints.astype(np.int64), missing, codes, uniques), split
 
     return prefetch(batches())
 
