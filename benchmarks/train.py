@@ -1,8 +1,10 @@
 """Training speed and AUC: ctr vs a hand-written PyTorch DeepFM on the same split, per-model throughput, GEMM limit.
 
-    python benchmarks/train.py compare [--rows 1000000] [--data FILE] [--precision fp32]
+    python benchmarks/train.py compare [--rows 1000000] [--data FILE] [--precision fp32] [--seeds 2024,1,2]
         DeepFM (emb 16, MLP 400-400-400, batch 4096, Adam lr 1e-3), 1 epoch, through ctr's train_run and through
-        benchmarks/reference_deepfm.py on the same prepared tensors; prints test AUC and samples/s of both.
+        benchmarks/reference_deepfm.py on the same prepared tensors, once per seed; prints test AUC and samples/s
+        of both (per seed and mean). With equal initial weights and batches the two train identically
+        (tests/test_reference_deepfm.py), so AUC differences between them are seed noise.
     python benchmarks/train.py models [--rows 1000000] [--steps 60] [--models deepfm,dcn,...] [--norms none,normdnn]
         samples/s of every model over a fixed number of training steps (all timed), with norms off and with the
         NormDNN preset's norms where the model has those stages.
@@ -51,28 +53,33 @@ def data_file(args) -> Path:
 
 def compare(args) -> dict:
     path = data_file(args)
-    over = DEEPFM + [f"data.path={path}", f"train.precision={args.precision}"]
-    cfg = load_config([], over)
+    cfg = load_config([], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}"])
     prepared = prepare_data(cfg.data)
-    out = Path(tempfile.mkdtemp(prefix="ctr_bench_run_"))
-    ours = train_run(cfg, out, prepared=prepared)
     train, test = load_split(prepared, "train"), load_split(prepared, "test")
     vocab = [f.vocab_size for f in prepared.schema.id_fields]
-    model, ref_rate, ref_sec = train_reference(train.ids, train.dense, train.label, vocab, batch_size=4096, lr=1e-3, seed=cfg.train.seed)
-    logits = predict_reference(model, test.ids, test.dense)
     y = test.label.double().numpy()
-    ref = {"auc": auc(y, logits), "logloss": logloss(y, 1 / (1 + np.exp(-logits))), "samples_per_sec": ref_rate, "seconds": ref_sec}
+    runs = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        cfg = load_config([], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}", f"train.seed={seed}"])
+        ours = train_run(cfg, Path(tempfile.mkdtemp(prefix="ctr_bench_run_")), prepared=prepared)
+        model, ref_rate, ref_sec = train_reference(train.ids, train.dense, train.label, vocab, batch_size=4096, lr=1e-3, seed=seed)
+        logits = predict_reference(model, test.ids, test.dense)
+        runs.append({"seed": seed,
+                     "ctr": {**ours["test"], "samples_per_sec": ours["train"]["samples_per_sec"]},
+                     "hand_written": {"auc": auc(y, logits), "logloss": logloss(y, 1 / (1 + np.exp(-logits))), "samples_per_sec": ref_rate}})
+        print(f"seed {seed}: ctr AUC {runs[-1]['ctr']['auc']:.5f} {runs[-1]['ctr']['samples_per_sec']:,.0f}/s; "
+              f"hand-written AUC {runs[-1]['hand_written']['auc']:.5f} {ref_rate:,.0f}/s", flush=True)
     res = {"benchmark": "compare", "data": str(path), "train_rows": len(train), "threads": torch.get_num_threads(),
-           "precision": args.precision,
-           "ctr": {**ours["test"], "samples_per_sec": ours["train"]["samples_per_sec"], "seconds": ours["train"]["seconds"]},
-           "hand_written": ref}
-    res["speed_ratio"] = res["ctr"]["samples_per_sec"] / ref_rate
-    res["auc_delta"] = res["ctr"]["auc"] - ref["auc"]
-    print(f"{'':14} {'test AUC':>10} {'logloss':>10} {'samples/s':>12}")
+           "precision": args.precision, "runs": runs}
+    print(f"{'mean over ' + str(len(runs)) + ' seeds':22} {'test AUC':>10} {'logloss':>10} {'samples/s':>12}")
     for k in ("ctr", "hand_written"):
+        res[k] = {m: float(np.mean([r[k][m] for r in runs])) for m in ("auc", "logloss", "samples_per_sec")}
+        res[k]["auc_std"] = float(np.std([r[k]["auc"] for r in runs], ddof=1)) if len(runs) > 1 else float("nan")
         r = res[k]
-        print(f"{k:14} {r['auc']:10.5f} {r['logloss']:10.5f} {r['samples_per_sec']:12,.0f}")
-    print(f"speed ratio ctr / hand-written: {res['speed_ratio']:.3f}; AUC delta: {res['auc_delta']:+.5f}")
+        print(f"{k:22} {r['auc']:10.5f} {r['logloss']:10.5f} {r['samples_per_sec']:12,.0f}")
+    res["speed_ratio"] = res["ctr"]["samples_per_sec"] / res["hand_written"]["samples_per_sec"]
+    res["auc_delta"] = res["ctr"]["auc"] - res["hand_written"]["auc"]
+    print(f"speed ratio ctr / hand-written: {res['speed_ratio']:.3f}; mean AUC delta: {res['auc_delta']:+.5f}")
     return res
 
 
@@ -134,6 +141,7 @@ def main() -> None:
     p.add_argument("--models")
     p.add_argument("--norms", default="none,normdnn")
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--seeds", default="2024,1,2", help="compare: one run of each loop per seed")
     p.add_argument("--json")
     args = p.parse_args()
     res = {"compare": compare, "models": models, "gemm": gemm}[args.what](args)

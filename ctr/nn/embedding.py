@@ -53,6 +53,9 @@ class FieldEmbedding(nn.Module):
         self.numeric_norm = EmbeddingNorm(parse_norm(numeric, "norm.numeric", True), self.num_numeric, dim) if self.num_numeric else nn.Identity()
         self.categorical_norm = EmbeddingNorm(parse_norm(categorical, "norm.categorical", True), self.num_categorical, dim) if self.num_categorical else nn.Identity()
         self._contiguous_stages = num_ids == list(range(len(num_ids)))  # numeric ids come first: no gather needed
+        # fast path: no dense fields, no stage norm -> the table lookup already is the (B, F, D) output
+        self._plain = fn == 0 and self._contiguous_stages and all(
+            parse_norm(s, embedding=True).is_none for s in (numeric, categorical))
 
     def forward(self, batch: Batch) -> Tensor:
         """Embed a batch.
@@ -64,6 +67,8 @@ class FieldEmbedding(nn.Module):
             (B, F, D) embeddings, F = F_num + F_cat, after the stage norms.
         """
         e_ids = self.table(batch.ids + self.offsets)  # (B, Fc, D)
+        if self._plain:
+            return e_ids
         x = batch.dense.unsqueeze(-1)  # (B, Fn, 1)
         e_dense = torch.where(batch.dense_missing.unsqueeze(-1), self.dense_missing, x * self.dense_weight + self.dense_bias)  # (B, Fn, D)
         if self._contiguous_stages:
@@ -96,5 +101,7 @@ class LinearTerm(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) first-order logits."""
         ids = self.table(batch.ids + self.offsets).squeeze(-1).sum(1)  # (B,)
+        if batch.dense.shape[1] == 0:
+            return ids + self.bias
         dense = batch.dense @ self.dense_weight + batch.dense_missing.to(batch.dense.dtype) @ self.missing_weight  # (B,)
         return ids + dense + self.bias

@@ -99,8 +99,9 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
     tc = cfg.train
     optimizer = build_optimizer(model, tc)
     total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
+    scheduled = bool(tc.warmup_steps) or tc.decay != "none"  # constant lr: no per-step scheduler work
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, tc))
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None
     step_model = torch.compile(model) if tc.compile else model
     core = getattr(model, "module", model)
     best_auc, best_epoch, best_state, best_valid, bad_epochs = -math.inf, 0, None, {}, 0
@@ -119,12 +120,16 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
                 logits = step_model(batch)
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            (scaler.scale(loss) if scaler else loss).backward()
             for hook in hooks:
                 hook(step, core, batch, loss)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            if scheduled:
+                scheduler.step()
             step += 1
             loss_sum += loss.detach()
             loss_n += 1
