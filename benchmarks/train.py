@@ -1,6 +1,6 @@
 """Training speed and AUC: ctr vs a hand-written PyTorch DeepFM on the same split, per-model throughput, GEMM limit.
 
-    python benchmarks/train.py compare [--rows 1000000] [--data FILE] [--precision fp32] [--seeds 2024,1,2]
+    python benchmarks/train.py compare [--rows 1000000] [--data FILE] [--precision fp32] [--seeds 2024,1,2,3,4,5]
         DeepFM (emb 16, MLP 400-400-400, batch 4096, Adam lr 1e-3), 1 epoch, through ctr's train_run and through
         benchmarks/reference_deepfm.py on the same prepared tensors, once per seed; prints test AUC and samples/s
         of both (per seed and mean). With equal initial weights and batches the two train identically
@@ -141,7 +141,7 @@ def main() -> None:
     p.add_argument("--models")
     p.add_argument("--norms", default="none,normdnn")
     p.add_argument("--precision", default="fp32")
-    p.add_argument("--seeds", default="2024,1,2", help="compare: one run of each loop per seed")
+    p.add_argument("--seeds", default="2024,1,2,3,4,5", help="compare: one run of each loop per seed")
     p.add_argument("--json")
     args = p.parse_args()
     res = {"compare": compare, "models": models, "gemm": gemm}[args.what](args)
