@@ -6,8 +6,8 @@
         of both (per seed and mean). With equal initial weights and batches the two train identically
         (tests/test_reference_deepfm.py), so AUC differences between them are seed noise.
     python benchmarks/train.py models [--rows 1000000] [--steps 60] [--models deepfm,dcn,...] [--norms none,normdnn]
-        samples/s of every model over a fixed number of training steps (all timed), with norms off and with the
-        NormDNN preset's norms where the model has those stages.
+        test AUC, logloss and samples/s of every model after a fixed number of training steps (all timed;
+        --steps 0 = one full epoch), with norms off and with the NormDNN preset's norms on the stages the model has.
     python benchmarks/train.py gemm
         the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
 
@@ -87,6 +87,7 @@ def models(args) -> dict:
     path = data_file(args)
     names = args.models.split(",") if args.models else list_models()
     rows = []
+    print("| model | norms | test AUC | logloss | samples/s |\n|---|---|---|---|---|")
     for name in names:
         for variant in args.norms.split(","):
             over = [f"model.name={name}", f"data.path={path}", "train.progress=false", f"train.max_steps={args.steps}",
@@ -99,9 +100,11 @@ def models(args) -> dict:
             cfg = load_config([], over)
             out = Path(tempfile.mkdtemp(prefix=f"ctr_bench_{name}_"))
             r = train_run(cfg, out)
-            rows.append({"model": name, "norms": variant, "samples_per_sec": r["train"]["samples_per_sec"],
-                         "steps": args.steps, "batch_size": args.batch_size})
-            print(f"{name:14} {variant:8} {r['train']['samples_per_sec']:12,.0f} samples/s", flush=True)
+            rows.append({"model": name, "norms": variant, "test_auc": r["test"]["auc"], "test_logloss": r["test"]["logloss"],
+                         "samples_per_sec": r["train"]["samples_per_sec"], "steps": args.steps or "1 epoch",
+                         "batch_size": args.batch_size})
+            print(f"| {name} | {variant} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | "
+                  f"{r['train']['samples_per_sec']:,.0f} |", flush=True)
     return {"benchmark": "models", "data": str(path), "threads": torch.get_num_threads(), "rows": rows}
 
 

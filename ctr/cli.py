@@ -39,6 +39,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.model.name}-{_stamp()}"
     results = train_run(cfg, out)
+    if not results:  # a non-zero rank of a distributed run: rank 0 reports
+        return 0
     print(f"run: {out}")
     for split in ("valid", "test"):
         print(f"{split}: AUC {results[split]['auc']:.6f}  logloss {results[split]['logloss']:.6f}")

@@ -39,9 +39,10 @@ class FieldEmbedding(nn.Module):
         self.table = nn.Embedding(max(int(sizes.sum()), 1), dim, sparse=sparse)
         nn.init.normal_(self.table.weight, std=EMBED_STD)
         fn = len(dense_fields)
-        self.dense_weight = nn.Parameter(torch.randn(fn, dim) * EMBED_STD)  # v: (Fn, D)
-        self.dense_bias = nn.Parameter(torch.randn(fn, dim) * EMBED_STD)  # b: (Fn, D)
-        self.dense_missing = nn.Parameter(torch.randn(fn, dim) * EMBED_STD)  # m: (Fn, D)
+        self.has_dense = fn > 0  # no parameters that would never get a gradient (DDP requires every one to)
+        self.dense_weight = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # v: (Fn, D)
+        self.dense_bias = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # b: (Fn, D)
+        self.dense_missing = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # m: (Fn, D)
         # id columns split by stage; dense fields are always numeric
         num_ids = [i for i, f in enumerate(id_fields) if f.source == "numeric"]
         cat_ids = [i for i, f in enumerate(id_fields) if f.source != "numeric"]
@@ -69,8 +70,11 @@ class FieldEmbedding(nn.Module):
         e_ids = self.table(batch.ids + self.offsets)  # (B, Fc, D)
         if self._plain:
             return e_ids
-        x = batch.dense.unsqueeze(-1)  # (B, Fn, 1)
-        e_dense = torch.where(batch.dense_missing.unsqueeze(-1), self.dense_missing, x * self.dense_weight + self.dense_bias)  # (B, Fn, D)
+        if self.has_dense:
+            x = batch.dense.unsqueeze(-1)  # (B, Fn, 1)
+            e_dense = torch.where(batch.dense_missing.unsqueeze(-1), self.dense_missing, x * self.dense_weight + self.dense_bias)  # (B, Fn, D)
+        else:
+            e_dense = e_ids.new_zeros(e_ids.shape[0], 0, e_ids.shape[2])  # (B, 0, D)
         if self._contiguous_stages:
             k = self.num_id_cols.numel()
             e_num_ids, e_cat = e_ids[:, :k], e_ids[:, k:]  # (B, Fc_num, D), (B, F_cat, D)
@@ -94,14 +98,14 @@ class LinearTerm(nn.Module):
         self.table = nn.Embedding(max(int(sizes.sum()), 1), 1, sparse=sparse)
         nn.init.zeros_(self.table.weight)
         fn = len(schema.dense_fields)
-        self.dense_weight = nn.Parameter(torch.zeros(fn))
-        self.missing_weight = nn.Parameter(torch.zeros(fn))
+        self.dense_weight = nn.Parameter(torch.zeros(fn)) if fn else None
+        self.missing_weight = nn.Parameter(torch.zeros(fn)) if fn else None
         self.bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) first-order logits."""
         ids = self.table(batch.ids + self.offsets).squeeze(-1).sum(1)  # (B,)
-        if batch.dense.shape[1] == 0:
+        if self.dense_weight is None:
             return ids + self.bias
         dense = batch.dense @ self.dense_weight + batch.dense_missing.to(batch.dense.dtype) @ self.missing_weight  # (B,)
         return ids + dense + self.bias
