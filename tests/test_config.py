@@ -72,3 +72,10 @@ def test_merge_keeps_model_keys_when_the_name_is_overridden_and_replaces_norm_sp
 
     cfg = load_config([CONFIG_DIR / "models" / "normdnn.yaml"], ["model.name=deepfm", "norm.categorical={name: ln}"])
     assert cfg.model.embed_dim == 10 and cfg.norm.categorical == {"name": "ln"}
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {lr: 1e-3}\nnorm: {numeric: {name: ln, eps: 1e-6}}\n")
+    cfg = load_config([f], ["norm.mlp={name: rms, eps: 1e-8}"])
+    assert cfg.train.lr == 1e-3 and cfg.norm.numeric["eps"] == 1e-6 and cfg.norm.mlp["eps"] == 1e-8
