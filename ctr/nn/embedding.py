@@ -39,7 +39,7 @@ class FieldEmbedding(nn.Module):
         self.table = nn.Embedding(max(int(sizes.sum()), 1), dim, sparse=sparse)
         nn.init.normal_(self.table.weight, std=EMBED_STD)
         fn = len(dense_fields)
-        self.has_dense = fn > 0  # no parameters that would never get a gradient (DDP requires every one to)
+        # dense parameters only when there are dense fields: DDP requires every parameter to get a gradient
         self.dense_weight = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # v: (Fn, D)
         self.dense_bias = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # b: (Fn, D)
         self.dense_missing = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # m: (Fn, D)
@@ -51,12 +51,12 @@ class FieldEmbedding(nn.Module):
         self.num_numeric = fn + len(num_ids)
         self.num_categorical = len(cat_ids)
         self.num_fields = self.num_numeric + self.num_categorical
-        self.numeric_norm = EmbeddingNorm(parse_norm(numeric, "norm.numeric", True), self.num_numeric, dim) if self.num_numeric else nn.Identity()
-        self.categorical_norm = EmbeddingNorm(parse_norm(categorical, "norm.categorical", True), self.num_categorical, dim) if self.num_categorical else nn.Identity()
+        num_spec, cat_spec = parse_norm(numeric, "norm.numeric", True), parse_norm(categorical, "norm.categorical", True)
+        self.numeric_norm = EmbeddingNorm(num_spec, self.num_numeric, dim) if self.num_numeric else nn.Identity()
+        self.categorical_norm = EmbeddingNorm(cat_spec, self.num_categorical, dim) if self.num_categorical else nn.Identity()
         self._contiguous_stages = num_ids == list(range(len(num_ids)))  # numeric ids come first: no gather needed
         # fast path: no dense fields, no stage norm -> the table lookup already is the (B, F, D) output
-        self._plain = fn == 0 and self._contiguous_stages and all(
-            parse_norm(s, embedding=True).is_none for s in (numeric, categorical))
+        self._plain = fn == 0 and self._contiguous_stages and num_spec.is_none and cat_spec.is_none
 
     def forward(self, batch: Batch) -> Tensor:
         """Embed a batch.
@@ -70,17 +70,15 @@ class FieldEmbedding(nn.Module):
         e_ids = self.table(batch.ids + self.offsets)  # (B, Fc, D)
         if self._plain:
             return e_ids
-        if self.has_dense:
-            x = batch.dense.unsqueeze(-1)  # (B, Fn, 1)
-            e_dense = torch.where(batch.dense_missing.unsqueeze(-1), self.dense_missing, x * self.dense_weight + self.dense_bias)  # (B, Fn, D)
-        else:
-            e_dense = e_ids.new_zeros(e_ids.shape[0], 0, e_ids.shape[2])  # (B, 0, D)
         if self._contiguous_stages:
             k = self.num_id_cols.numel()
-            e_num_ids, e_cat = e_ids[:, :k], e_ids[:, k:]  # (B, Fc_num, D), (B, F_cat, D)
+            e_num, e_cat = e_ids[:, :k], e_ids[:, k:]  # (B, Fc_num, D), (B, F_cat, D)
         else:
-            e_num_ids, e_cat = e_ids[:, self.num_id_cols], e_ids[:, self.cat_id_cols]
-        e_num = torch.cat([e_dense, e_num_ids], dim=1)  # (B, F_num, D)
+            e_num, e_cat = e_ids[:, self.num_id_cols], e_ids[:, self.cat_id_cols]
+        if self.dense_weight is not None:
+            x = batch.dense.unsqueeze(-1)  # (B, Fn, 1)
+            e_dense = torch.where(batch.dense_missing.unsqueeze(-1), self.dense_missing, x * self.dense_weight + self.dense_bias)  # (B, Fn, D)
+            e_num = torch.cat([e_dense, e_num], dim=1)  # (B, F_num, D): dense fields first
         return torch.cat([self.numeric_norm(e_num), self.categorical_norm(e_cat)], dim=1)  # (B, F, D)
 
 
