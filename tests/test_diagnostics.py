@@ -11,6 +11,7 @@ from torch import nn
 
 from ctr.config import DiagnosticsConfig, ModelConfig, NormConfig
 from ctr.models import build_model
+from ctr.nn.norm import BatchNorm
 from ctr.train.diagnostics import Diagnostics, landscape_probe, open_diagnostics, probe, read_diagnostics
 
 STEPS = [0.05, 0.1, 0.2, 0.4]
@@ -73,6 +74,14 @@ def test_probe_restores_weights_buffers_grads_modes_and_rng_exactly():
     assert [m.training for m in model.modules()] == modes
     assert torch.equal(torch.get_rng_state(), rng)
     assert {"grad_norm", "grad_norms", "landscape", "activations", "numeric_magnitude", "bn_gap"} <= set(record)
+
+
+def test_probe_before_the_first_step_keeps_bn_waiting_for_its_first_batch():
+    model = _model()
+    bns = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    assert bns and all(m.fresh for m in bns)
+    probe(model, tiny_batch(batch_size=64), ALL_ON)
+    assert all(m.fresh for m in bns)  # the first training batch still sets the running statistics
 
 
 def _train(diagnostics: Diagnostics | None, steps: int = 4) -> dict[str, torch.Tensor]:

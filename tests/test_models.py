@@ -113,9 +113,10 @@ def test_default_config_loads_and_trains(name: str) -> None:
 def test_normdnn_preset() -> None:
     cfg = load_config([CONFIG_DIR / "normdnn.yaml"])
     assert cfg.model.name == "dnn"
+    torch.manual_seed(0)
     model = build_model(tiny_schema(), cfg.model, cfg.norm)
     assert model.embed.categorical_norm.scope == "dim"
-    check_trains(model, steps=10, lr=1e-3)
+    check_trains(model, steps=30, lr=1e-3)  # embeddings start at std 0.01: slower to fit a batch than unit scale
 
 
 @pytest.mark.parametrize("name", list_models())

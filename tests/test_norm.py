@@ -11,7 +11,7 @@ from ctr.config import ModelConfig, NormConfig
 from ctr.errors import ConfigError
 from ctr.models import build_model
 from ctr.nn.embedding import FieldEmbedding
-from ctr.nn.norm import NORMS, EmbeddingNorm, NormSpec, list_norms, parse_norm
+from ctr.nn.norm import NORMS, EmbeddingNorm, NormSpec, list_norms, norm_options, parse_norm
 
 B, NF, D, H = 16, 3, 4, 6
 ROW_NORMS = ["ln", "ln_simple", "vo_ln", "rms"]
@@ -94,6 +94,28 @@ def test_bn_uses_batch_stats_in_train_and_running_stats_in_eval() -> None:
     assert not torch.allclose(norm(x), y, atol=1e-3)  # eval is not batch-normalised
     fresh = parse_norm("bn").build((NF, D)).eval()  # running stats at init: mean 0, var 1 -> identity
     torch.testing.assert_close(fresh(x), x / (1 + 1e-5) ** 0.5)
+    loaded = parse_norm("bn").build((NF, D))
+    loaded.load_state_dict(norm.state_dict())
+    loaded(x * 5)  # a training step after loading updates the loaded stats by the momentum, not momentum 1
+    torch.testing.assert_close(loaded.bn.running_mean, 0.9 * bn.running_mean + 0.1 * (x * 5).reshape(B, -1).mean(0))
+
+
+def test_bn_eval_statistics_forget_their_start_values() -> None:
+    """After a few steps with a small momentum, eval mode uses the batches' statistics, not PyTorch's start values
+    (which would still weigh 0.99^5 = 95%)."""
+    torch.manual_seed(5)
+    norm = parse_norm({"name": "bn", "momentum": 0.01}).build(H)
+    batches = [torch.randn(512, H) * 0.01 + 3 for _ in range(5)]  # std 0.01, mean 3: far from the start (0, 1)
+    for xb in batches:
+        norm(xb)
+    norm.eval()
+    w = [0.99**4] + [0.01 * 0.99 ** (4 - i) for i in range(1, 5)]  # first batch sets the stats, then EMA
+    mean = sum(wi * xb.mean(0) for wi, xb in zip(w, batches))
+    var = sum(wi * xb.var(0) for wi, xb in zip(w, batches))
+    torch.testing.assert_close(norm.bn.running_mean, mean, rtol=1e-5, atol=0)
+    torch.testing.assert_close(norm.bn.running_var, var, rtol=1e-4, atol=0)
+    y = norm(batches[-1])
+    assert 0.8 < y.std().item() < 1.2 and y.mean().abs().item() < 0.2  # normalised, unlike the uncorrected stats
 
 
 def test_gn_is_ln_on_each_group() -> None:
@@ -134,6 +156,45 @@ def test_wn_at_an_embedding_stage_gives_unit_rows_times_gain() -> None:
     x = torch.randn(B, NF, D)
     y = EmbeddingNorm(parse_norm("wn", embedding=True), NF, D)(x)
     torch.testing.assert_close(y.norm(dim=-1), torch.ones(B, NF))
+
+
+GAIN_NORMS = [n for n in list_norms() if "init_gain" in norm_options(n)]
+
+
+def test_every_norm_with_a_gain_takes_init_gain() -> None:
+    assert set(GAIN_NORMS) == {"bn", "ln", "vo_ln", "rms", "gn", "wn"}
+
+
+@pytest.mark.parametrize("name", GAIN_NORMS)
+def test_init_gain_scales_the_initial_output(name: str) -> None:
+    x = torch.randn(B, NF, D)
+    y1 = parse_norm(name, embedding=True).build((NF, D))(x)
+    y = parse_norm({"name": name, "init_gain": 0.25}, embedding=True).build((NF, D))(x)
+    torch.testing.assert_close(y, 0.25 * y1)  # biases start at 0
+
+
+def test_wn_init_gain_only_at_embedding_stages() -> None:
+    with pytest.raises(ConfigError, match="unknown option 'init_gain' for norm 'wn'"):
+        parse_norm({"name": "wn", "init_gain": 0.5}, "norm.mlp")
+
+
+@pytest.mark.parametrize("name", GAIN_NORMS)
+def test_embedding_norms_start_at_the_default_gain_unless_set(name: str) -> None:
+    x = torch.randn(B, NF, D)
+    ref = EmbeddingNorm(parse_norm(name, embedding=True), NF, D)(x)  # gain 1
+    torch.testing.assert_close(EmbeddingNorm(parse_norm(name, embedding=True), NF, D, init_gain=0.01)(x), 0.01 * ref)
+    explicit = parse_norm({"name": name, "init_gain": 0.5}, embedding=True)
+    torch.testing.assert_close(EmbeddingNorm(explicit, NF, D, init_gain=0.01)(x), 0.5 * ref)
+
+
+@pytest.mark.parametrize("name", ["ln", "vo_ln", "rms", "bn"])
+def test_switching_an_embedding_norm_on_keeps_the_initial_scale(name: str) -> None:
+    """Normalised embeddings start at the table's init std, not at unit scale (which blows up FM-style products)."""
+    batch = tiny_batch(batch_size=256)
+    plain = FieldEmbedding(tiny_schema(), 16)(batch)
+    normed = FieldEmbedding(tiny_schema(), 16, numeric=name, categorical=name)(batch)
+    ratio = (normed.pow(2).mean() / plain.pow(2).mean()).sqrt().item()
+    assert 0.5 < ratio < 2.0, ratio
 
 
 # ------------------------------------------------------------------------------------------------ embedding scopes

@@ -52,8 +52,8 @@ class FieldEmbedding(nn.Module):
         self.num_categorical = len(cat_ids)
         self.num_fields = self.num_numeric + self.num_categorical
         num_spec, cat_spec = parse_norm(numeric, "norm.numeric", True), parse_norm(categorical, "norm.categorical", True)
-        self.numeric_norm = EmbeddingNorm(num_spec, self.num_numeric, dim) if self.num_numeric else nn.Identity()
-        self.categorical_norm = EmbeddingNorm(cat_spec, self.num_categorical, dim) if self.num_categorical else nn.Identity()
+        self.numeric_norm = EmbeddingNorm(num_spec, self.num_numeric, dim, EMBED_STD) if self.num_numeric else nn.Identity()
+        self.categorical_norm = EmbeddingNorm(cat_spec, self.num_categorical, dim, EMBED_STD) if self.num_categorical else nn.Identity()
         self._contiguous_stages = num_ids == list(range(len(num_ids)))  # numeric ids come first: no gather needed
         # fast path: no dense fields, no stage norm -> the table lookup already is the (B, F, D) output
         self._plain = fn == 0 and self._contiguous_stages and num_spec.is_none and cat_spec.is_none

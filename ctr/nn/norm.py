@@ -7,7 +7,8 @@ element of ``shape``. ``wn`` re-parametrises the weights of the stage's Linear l
 
 Configs name a norm per stage as a string (``"vo_ln"``) or a mapping (``{name: bn, momentum: 0.01}``);
 :func:`parse_norm` turns either into a validated :class:`NormSpec` once, and blocks call ``spec.build(shape)`` or
-``spec.apply(linear, shape)``. Formulas follow ``shared/research/papers.md`` section 6.1.
+``spec.apply(linear, shape)``. Norms with a gain take ``init_gain`` (its initial value; 1 by default, the
+embedding tables' init std at embedding stages: see :class:`EmbeddingNorm`). Formulas follow ``shared/research/papers.md`` section 6.1.
 """
 from __future__ import annotations
 
@@ -36,10 +37,10 @@ def _shape(shape: int | tuple[int, ...]) -> tuple[int, ...]:
 class _PerExample(nn.Module):
     """Shared parameter handling for norms with statistics over the last axis."""
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float, gain: bool, bias: bool) -> None:
+    def __init__(self, shape: int | tuple[int, ...], eps: float, gain: bool, bias: bool, init_gain: float = 1.0) -> None:
         super().__init__()
         self.shape, self.eps = _shape(shape), eps
-        self.weight = nn.Parameter(torch.ones(self.shape)) if gain else None
+        self.weight = nn.Parameter(torch.full(self.shape, init_gain)) if gain else None
         self.bias = nn.Parameter(torch.zeros(self.shape)) if bias else None
 
     def _affine(self, y: Tensor) -> Tensor:
@@ -70,24 +71,46 @@ class BatchNorm(nn.Module):
         eps: added to the variance.
         momentum: running-statistics update rate (PyTorch convention: new = (1 - m) * old + m * batch).
         affine: learn a gain and a bias per element.
+        init_gain: initial value of the gain.
+
+    The running statistics start from the first training batch's statistics (momentum 1 on that step), not
+    from PyTorch's (and Keras') mean 0, var 1: those still weigh ``(1 - m)^t`` after ``t`` steps, and with
+    ``momentum: 0.01`` (Keras' 0.99) and one epoch of 195 steps that is 14% of a variance of 1 mixed into
+    embedding variances of about 1e-4, so eval-mode outputs were off by ~40x and AUC fell to 0.61. Afterwards the
+    update is PyTorch's.
     """
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> None:
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 init_gain: float = 1.0) -> None:
         super().__init__()
         self.shape = _shape(shape)
         self.bn = nn.BatchNorm1d(math.prod(self.shape), eps=eps, momentum=momentum, affine=affine)
+        if affine:
+            nn.init.constant_(self.bn.weight, init_gain)
+        self.fresh = True  # no training batch seen yet (a Python flag: no device sync per step)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, *shape) -> (B, *shape)."""
-        return self.bn(x.reshape(x.shape[0], -1)).reshape(x.shape)  # (B, prod(shape)) -> (B, *shape)
+        x2 = x.reshape(x.shape[0], -1)  # (B, prod(shape))
+        if not (self.training and self.fresh):
+            return self.bn(x2).reshape(x.shape)
+        momentum, self.bn.momentum = self.bn.momentum, 1.0  # first training batch: running stats := its stats
+        try:
+            return self.bn(x2).reshape(x.shape)
+        finally:
+            self.bn.momentum, self.fresh = momentum, False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.fresh = False  # loaded running statistics are kept
 
 
 @NORMS.register("ln")
 class LayerNorm(_PerExample):
     """LayerNorm: ``(x - mean) / sqrt(var + eps) * g + b``, mean and (biased) var over the last axis."""
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__(shape, eps, affine, affine)
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, init_gain: float = 1.0) -> None:
+        super().__init__(shape, eps, affine, affine, init_gain)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, *shape) -> (B, *shape)."""
@@ -113,8 +136,9 @@ class VarianceOnlyLayerNorm(_PerExample):
     ``bias=False`` only the bias.
     """
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, bias: bool = True) -> None:
-        super().__init__(shape, eps, affine, affine and bias)
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, bias: bool = True,
+                 init_gain: float = 1.0) -> None:
+        super().__init__(shape, eps, affine, affine and bias, init_gain)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, *shape) -> (B, *shape)."""
@@ -127,8 +151,8 @@ class VarianceOnlyLayerNorm(_PerExample):
 class RMSNorm(_PerExample):
     """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x^2) + eps) * g`` over the last axis."""
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__(shape, eps, affine, False)
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, init_gain: float = 1.0) -> None:
+        super().__init__(shape, eps, affine, False, init_gain)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, *shape) -> (B, *shape)."""
@@ -141,8 +165,9 @@ class RMSNorm(_PerExample):
 class GroupNorm(_PerExample):
     """GroupNorm (Wu & He 2018) over the last axis: LayerNorm within each of ``groups`` contiguous groups."""
 
-    def __init__(self, shape: int | tuple[int, ...], groups: int = 2, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__(shape, eps, affine, affine)
+    def __init__(self, shape: int | tuple[int, ...], groups: int = 2, eps: float = 1e-5, affine: bool = True,
+                 init_gain: float = 1.0) -> None:
+        super().__init__(shape, eps, affine, affine, init_gain)
         if groups < 1 or self.shape[-1] % groups:
             raise ConfigError(f"gn: groups={groups} must divide the normalised width {self.shape[-1]}")
         self.groups = groups
@@ -165,10 +190,10 @@ class WeightNorm(nn.Module):
     which costs O(B F D) instead of O(vocab D) per step.
     """
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-8) -> None:
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-8, init_gain: float = 1.0) -> None:
         super().__init__()
         self.shape, self.eps = _shape(shape), eps
-        self.weight = nn.Parameter(torch.ones(self.shape))
+        self.weight = nn.Parameter(torch.full(self.shape, init_gain))
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, *shape) -> (B, *shape)."""
@@ -274,6 +299,8 @@ def parse_norm(value: Any, where: str = "norm", embedding: bool = False) -> Norm
     if scope not in valid_scopes:
         raise ConfigError(f"{where}: scope '{scope}' is not valid for norm '{name}'; valid: {', '.join(sorted(valid_scopes))}")
     accepted = norm_options(name)
+    if name == "wn" and not embedding:
+        accepted = {k: v for k, v in accepted.items() if k != "init_gain"}  # Linear stages keep ||w|| as the gain
     for key in list(opts):
         if key not in accepted:
             valid = ", ".join(list(accepted) + (["scope"] if embedding else [])) or "none"
@@ -289,15 +316,21 @@ class EmbeddingNorm(nn.Module):
         spec: the stage's norm.
         num_fields: F of this stage.
         dim: D.
+        init_gain: the gain's initial value when the spec does not set ``init_gain``: the embedding tables' init
+            std, so that switching a norm on keeps the scale the stage had at initialisation. With a gain of 1
+            every embedding has unit scale, 100x its unnormalised size, and a term that multiplies embeddings
+            (FM, inner products, CIN) starts with logits of std 20-50 and does not recover in an epoch.
 
     ``field``: statistics per field over D, gains/biases per field (bn: per (field, dim) over the batch);
     ``all``: statistics over the stage's F x D values; ``dim`` (bn): per dim, over batch and fields.
     """
 
-    def __init__(self, spec: NormSpec, num_fields: int, dim: int) -> None:
+    def __init__(self, spec: NormSpec, num_fields: int, dim: int, init_gain: float = 1.0) -> None:
         super().__init__()
         self.scope = spec.scope
         shape = {"field": (num_fields, dim), "all": (num_fields * dim,), "dim": (dim,)}[spec.scope]
+        if "init_gain" in norm_options(spec.name) and "init_gain" not in spec.options:
+            spec = NormSpec(spec.name, {**spec.options, "init_gain": init_gain}, spec.scope)
         self.norm = spec.build(shape)
 
     def forward(self, x: Tensor) -> Tensor:

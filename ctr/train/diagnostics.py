@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from ctr.config import DiagnosticsConfig
 from ctr.data.schema import Batch
 from ctr.nn.embedding import FieldEmbedding
-from ctr.nn.norm import NORMS, EmbeddingNorm
+from ctr.nn.norm import NORMS, BatchNorm, EmbeddingNorm
 
 DIAGNOSTICS = "diagnostics.jsonl"
 
@@ -113,6 +113,7 @@ def probe_mode(model: nn.Module) -> Iterator[None]:
     params = [(p, p.detach().clone()) for p in model.parameters()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     modes = [(m, m.training) for m in model.modules()]
+    fresh = [(m, m.fresh) for m in model.modules() if isinstance(m, BatchNorm)]  # first-batch flags of ``bn``
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     for m in model.modules():
@@ -126,6 +127,8 @@ def probe_mode(model: nn.Module) -> Iterator[None]:
                 t.copy_(saved)
         for m, training in modes:
             m.training = training
+        for m, flag in fresh:
+            m.fresh = flag
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
