@@ -6,8 +6,10 @@
         of both (per seed and mean). With equal initial weights and batches the two train identically
         (tests/test_reference_deepfm.py), so AUC differences between them are seed noise.
     python benchmarks/train.py models [--rows 1000000] [--steps 60] [--models deepfm,dcn,...] [--norms none,normdnn]
+                                      [--set KEY=VALUE ...]
         test AUC, logloss and samples/s of every model after a fixed number of training steps (all timed;
-        --steps 0 = one full epoch), with norms off and with the NormDNN preset's norms on the stages the model has.
+        --steps 0 = one full epoch), with norms off and with the NormDNN preset's norms on the stages the model has;
+        --set overrides a config key of every run (e.g. --set "model.cin_layers=[100, 100]").
     python benchmarks/train.py gemm
         the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
 
@@ -91,7 +93,7 @@ def models(args) -> dict:
     for name in names:
         for variant in args.norms.split(","):
             over = [f"model.name={name}", f"data.path={path}", "train.progress=false", f"train.max_steps={args.steps}",
-                    "train.epochs=1", f"train.batch_size={args.batch_size}"]
+                    "train.epochs=1", f"train.batch_size={args.batch_size}", *args.set]
             stages = get_model(name).stages
             if variant == "normdnn":
                 if not set(NORMDNN) & set(stages):
@@ -146,6 +148,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--seeds", default="2024,1,2,3,4,5", help="compare: one run of each loop per seed")
     p.add_argument("--json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="models: config override for every run")
     args = p.parse_args()
     res = {"compare": compare, "models": models, "gemm": gemm}[args.what](args)
     line = json.dumps(res)

@@ -1,4 +1,4 @@
-"""``python -m ctr.ablate CONFIG [--out DIR] [--workers N] [--data PATH]``: run an ablation grid and report it.
+"""``python -m ctr.ablate CONFIG [--out DIR] [--workers N] [--data PATH] [--set KEY=VALUE ...]``: run an ablation grid and report it.
 
 The config format is described in :mod:`ctr.ablation.grid`; shipped studies are in ``configs/ablations/``.
 """
@@ -22,11 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", help="output directory (default: runs/ablations/<config name>)")
     p.add_argument("--workers", type=int, default=1, help="runs trained at once; threads per run = cores // workers")
     p.add_argument("--data", help="raw Criteo-format file or directory for every run (default: the config's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config override for every run (repeatable), e.g. --set train.epochs=1")
     p.add_argument("--dry-run", action="store_true", help="list the cells and what is left to run, then stop")
     args = p.parse_args(argv)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    run_ablation(args.config, args.out, args.workers, args.data, args.dry_run)
+    run_ablation(args.config, args.out, args.workers, args.data, args.dry_run, args.overrides)
     return 0
 
 

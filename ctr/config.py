@@ -87,6 +87,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # on >= 2-d dense weights
     norm_weight_decay: float = 0.0  # on norm gains and biases
     embedding_weight_decay: float = 0.0  # on embedding tables (dense Adam decay; applies to all rows)
+    sparse_embeddings: bool = False  # sparse gradients + SparseAdam (lazy Adam) for embedding tables; no DDP
     eval_batch_size: int = 65536
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 | fp16

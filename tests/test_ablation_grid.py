@@ -167,3 +167,15 @@ def test_shipped_studies_plan(name):
     assert all(c.baseline_id in {x.id for x in plan.cells} for c in plan.cells)
     if name == "norm_placement":
         assert len(plan.cells) == 2 * (5 * 3 + 1) and len(plan.spec.seeds) == 3
+
+
+def test_overrides_set_every_run_but_grid_keys_win():
+    s = spec(grid={"train.lr": [1e-3, 1e-2]}, stage_norms={"stages": ["mlp"], "norms": ["ln"]})
+    plain = plan_ablation(s)
+    plan = plan_ablation(s, overrides=["train.epochs=3", "train.lr=0.5", "norm.categorical=bn"])
+    assert all(r.config.train.epochs == 3 for r in plan.runs)
+    assert {r.config.train.lr for r in plan.runs} == {1e-3, 1e-2}
+    assert all(c.config.norm.categorical == "bn" for c in plan.cells if not c.is_baseline)
+    assert not {r.name for r in plan.runs} & {r.name for r in plain.runs}  # different configs, different names
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        plan_ablation(s, overrides=["train.epoch=3"])

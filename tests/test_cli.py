@@ -108,3 +108,12 @@ def test_bad_row_error_names_file_line_and_column(tmp_path, raw):
 def test_evaluate_rejects_an_incomplete_run_directory(tmp_path):
     r = run("evaluate.py", "--run", tmp_path)
     assert r.returncode == 2 and "not a complete run directory" in r.stderr
+
+
+def test_sparse_embeddings_train_end_to_end(raw, tmp_path, trained):
+    out = tmp_path / "sparse"
+    r = run("train.py", "--data", raw, "--out", out, *FAST, "--set", "train.sparse_embeddings=true")
+    assert r.returncode == 0, r.stderr
+    sparse = json.loads((out / "results.json").read_text())["test"]["auc"]
+    dense = json.loads((trained[0] / "results.json").read_text())["test"]["auc"]
+    assert sparse > 0.6 and abs(sparse - dense) < 0.05  # lazy Adam: close to dense Adam, not identical

@@ -51,3 +51,48 @@ def test_lr_schedule_warmup_then_decay():
     cos = TrainConfig(decay="cosine")
     assert lr_factor(0, 10, cos) == 1.0 and lr_factor(5, 10, cos) == pytest.approx(0.5)
     assert lr_factor(3, 10, TrainConfig()) == 1.0
+
+
+def _step(model, opt, batch):
+    import torch.nn.functional as F
+    opt.zero_grad()
+    F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    opt.step()
+
+
+def _one_id_batch(c1_id: int):
+    from ctr.data.schema import Batch
+    ids = torch.tensor([[1, c1_id, 2], [3, c1_id, 1]])  # I2, C1, C2
+    return Batch(ids, torch.tensor([[0.5], [1.5]]), torch.zeros(2, 1, dtype=torch.bool), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_sparse_embeddings_update_only_the_rows_in_the_batch(sparse):
+    """SparseAdam is lazy: a row absent from the batch keeps its value; dense Adam moves it by its momentum."""
+    from ctr.train.optim import use_sparse_embeddings
+    torch.manual_seed(0)
+    model = build_model(schema(), ModelConfig("deepfm", 4, {"hidden": [8]}), NormConfig())
+    if sparse:
+        use_sparse_embeddings(model)
+    opt = build_optimizer(model, TrainConfig(lr=0.1))
+    assert [type(o).__name__ for o in opt.optimizers] == (["Adam", "SparseAdam"] if sparse else ["Adam"])
+    row = int(model.embed.offsets[1]) + 7  # C1 = 7
+    _step(model, opt, _one_id_batch(7))
+    after_first = model.embed.table.weight[row].clone()
+    _step(model, opt, _one_id_batch(3))  # C1 = 7 absent
+    moved = not torch.equal(model.embed.table.weight[row], after_first)
+    assert moved != sparse
+    assert model.embed.dense_weight.grad.layout == torch.strided  # dense-value vectors stay in Adam
+
+
+def test_sparse_embeddings_follow_the_schedule_and_reject_weight_decay():
+    from ctr.errors import ConfigError
+    from ctr.train.optim import use_sparse_embeddings
+    model = build_model(schema(), ModelConfig("deepfm", 4, {"hidden": [8]}), NormConfig())
+    use_sparse_embeddings(model)
+    opt = build_optimizer(model, TrainConfig(lr=0.1))
+    opt.set_lr_factor(0.25)
+    assert {g["lr"] for g in opt.param_groups} == {0.025}
+    assert "sparse_embedding" in {g["role"] for g in opt.param_groups}
+    with pytest.raises(ConfigError, match="SparseAdam"):
+        build_optimizer(model, TrainConfig(embedding_weight_decay=1e-5))

@@ -28,9 +28,9 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ctr.config import CONFIG_DIR, STAGES, RunConfig, from_dict, read_yaml
+from ctr.config import CONFIG_DIR, STAGES, RunConfig, from_dict, parse_override, read_yaml
 from ctr.errors import ConfigError
 from ctr.models import get_model
 from ctr.nn.norm import parse_norm
@@ -241,12 +241,14 @@ def design_keys(spec: AblationSpec) -> list[str]:
     return keys
 
 
-def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None) -> Plan:
+def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None, overrides: Sequence[str] = ()) -> Plan:
     """Resolve every cell, drop invalid ones, attach baselines, and list the runs.
 
     Args:
         spec: the parsed ablation.
         data_path: overrides ``data.path`` of every run (the CLI's ``--data``).
+        overrides: ``KEY=VALUE`` settings for every run, over the ablation's own sections (the CLI's ``--set``);
+            the cells' grid keys still win. They change the runs' configs, hence their names.
 
     Raises:
         ConfigError: a key or value that no run config accepts (names the cell).
@@ -254,6 +256,8 @@ def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None) -> Pl
     common = copy.deepcopy(spec.config)
     if data_path is not None:
         common = _merge(common, {"data": {"path": str(Path(data_path).resolve())}})
+    for text in overrides:
+        common = _merge(common, parse_override(text))
     keys = design_keys(spec)
     shorts = _short_names(keys + list(spec.baseline))
 

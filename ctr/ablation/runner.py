@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ def available_cores() -> int:
 
 
 def run_ablation(config: str | Path, out: str | Path | None = None, workers: int = 1, data: str | Path | None = None,
-                 dry_run: bool = False) -> Path:
+                 dry_run: bool = False, overrides: Sequence[str] = ()) -> Path:
     """Run (or resume) the ablation in ``config`` and write its outputs to ``out``; returns ``out``.
 
     Args:
@@ -58,10 +58,11 @@ def run_ablation(config: str | Path, out: str | Path | None = None, workers: int
         workers: runs trained at once, each with ``max(1, cores // workers)`` torch threads.
         data: raw data for every run (sets ``data.path``).
         dry_run: print the plan and stop.
+        overrides: ``KEY=VALUE`` settings for every run (e.g. ``train.epochs=1``).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    plan = plan_ablation(read_ablation(config), data)
+    plan = plan_ablation(read_ablation(config), data, overrides)
     out = Path(out) if out is not None else Path("runs") / "ablations" / Path(config).stem
     for label, reason in plan.invalid:
         log(f"dropped invalid cell '{label}': {reason}")

@@ -100,7 +100,7 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
     optimizer = build_optimizer(model, tc)
     total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
     scheduled = bool(tc.warmup_steps) or tc.decay != "none"  # constant lr: no per-step scheduler work
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, tc))
+    optimizer.set_lr_factor(lr_factor(0, total_steps, tc))
     scaler = torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None
     step_model = torch.compile(model) if tc.compile else model
     core = getattr(model, "module", model)
@@ -124,13 +124,14 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
             for hook in hooks:
                 hook(step, core, batch, loss)
             if scaler:
-                scaler.step(optimizer)
+                for opt in optimizer.optimizers:
+                    scaler.step(opt)
                 scaler.update()
             else:
                 optimizer.step()
-            if scheduled:
-                scheduler.step()
             step += 1
+            if scheduled:
+                optimizer.set_lr_factor(lr_factor(step, total_steps, tc))
             loss_sum += loss.detach()
             loss_n += 1
             epoch_samples += len(batch)
@@ -139,7 +140,7 @@ def fit(model: torch.nn.Module, train_batches: BatchSource, valid_batches: Calla
                 rate = epoch_samples / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", samples_per_s=f"{rate:,.0f}")
                 if metrics_path is not None:
-                    io.append_jsonl(metrics_path, {"epoch": epoch, "step": step, "train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+                    io.append_jsonl(metrics_path, {"epoch": epoch, "step": step, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]})
             bar.update(1)
             if tc.max_steps and step >= tc.max_steps:
                 break

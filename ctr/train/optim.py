@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ctr.config import TrainConfig
+from ctr.errors import ConfigError
 from ctr.nn.embedding import FieldEmbedding, LinearTerm
 from ctr.nn.norm import NORMS
 
@@ -46,12 +47,61 @@ def param_roles(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     return roles
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with one parameter group per role and the role's weight decay (L2, coupled as in ``torch.optim.Adam``)."""
+class Optimizers:
+    """One or more torch optimizers stepped together: Adam, plus SparseAdam for sparse embedding tables.
+
+    ``param_groups`` lists every group of every optimizer (each with its ``role`` and ``base_lr``), so the
+    schedule sets ``lr`` on all of them.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        self.param_groups = [g for o in optimizers for g in o.param_groups]
+        for g in self.param_groups:
+            g["base_lr"] = g["lr"]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def set_lr_factor(self, factor: float) -> None:
+        for g in self.param_groups:
+            g["lr"] = g["base_lr"] * factor
+
+
+def use_sparse_embeddings(model: nn.Module) -> None:
+    """Make every ``nn.Embedding`` of ``model`` produce sparse gradients (``train.sparse_embeddings``)."""
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            m.sparse = True
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
+    """Adam with one parameter group per role and the role's weight decay (L2, coupled as in ``torch.optim.Adam``).
+
+    Tables of embeddings made sparse by :func:`use_sparse_embeddings` go to ``torch.optim.SparseAdam`` instead
+    (lazy Adam: only the rows in the batch, moments included, are updated: O(B F D) per step instead of
+    O(vocab D)); it has no weight decay.
+    """
     decay = {"embedding": cfg.embedding_weight_decay, "norm": cfg.norm_weight_decay, "weight": cfg.weight_decay, "bias": 0.0}
-    groups = [{"params": [p for _, p in ps], "weight_decay": decay[role], "role": role}
-              for role, ps in param_roles(model).items() if ps]
-    return torch.optim.Adam(groups, lr=cfg.lr)
+    sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    groups, sparse_params = [], []
+    for role, ps in param_roles(model).items():
+        dense = [p for _, p in ps if id(p) not in sparse]
+        sparse_params += [p for _, p in ps if id(p) in sparse]
+        if dense:
+            groups.append({"params": dense, "weight_decay": decay[role], "role": role})
+    optimizers = [torch.optim.Adam(groups, lr=cfg.lr)] if groups else []
+    if sparse_params:
+        if cfg.embedding_weight_decay:
+            raise ConfigError("train.embedding_weight_decay needs dense embeddings: SparseAdam (train.sparse_embeddings) has no weight decay")
+        optimizers.append(torch.optim.SparseAdam(sparse_params, lr=cfg.lr))
+        optimizers[-1].param_groups[0]["role"] = "sparse_embedding"
+    return Optimizers(optimizers)
 
 
 def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:

@@ -20,6 +20,7 @@ from ctr.train import io
 from ctr.train.diagnostics import open_diagnostics
 from ctr.train.distributed import barrier, init_distributed, shutdown
 from ctr.train.loop import Hook, fit, predict_logits, resolve_device, score, seed_everything
+from ctr.train.optim import use_sparse_embeddings
 
 
 def log(msg: str) -> None:
@@ -53,6 +54,10 @@ def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
 
     seed_everything(tc.seed)  # same initial weights on every rank
     model = build_model(schema, cfg.model, cfg.norm).to(device)
+    if tc.sparse_embeddings:
+        if ctx.enabled:
+            raise CTRError("train.sparse_embeddings is not supported with several processes (DDP); turn it off")
+        use_sparse_embeddings(model)
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {cfg.model.name}: {n_params:,} parameters on {device}; data {prepared.dir}")
