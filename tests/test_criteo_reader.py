@@ -175,3 +175,36 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert list(read_criteo(empty)) == []
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("block_size", [700, 4096, 1 << 20])
+def test_chunking_keeps_line_numbers_and_bad_rows_exact(tmp_path: Path, criteo_lines: list[str], block_size: int,
+                                                        gz: bool) -> None:
+    """Blocks of any size (a few lines, many) give the same rows, line numbers and report; bad rows sit at block
+    edges for some sizes; the last line has no newline."""
+    lines = criteo_lines[:40]
+    lines = with_line(lines, 3, "1\t2")  # too few columns
+    lines = with_line(lines, 4, "")  # empty line
+    lines = with_line(lines, 17, with_cell(lines[16], "I5", "x"))
+    lines = with_line(lines, 18, lines[17] + "\textra")  # too many columns
+    lines = with_line(lines, 40, with_cell(lines[39], "label", "2"))
+    text = "\n".join(lines)  # no final newline
+    path = tmp_path / ("t.txt.gz" if gz else "t.txt")
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    report = BadRowReport()
+    _, got = read_all(path, block_size=block_size, min_rows=5, on_bad_rows="skip", report=report)
+    assert got.tolist() == [n for n in range(1, 40) if n not in (3, 4, 17, 18)]
+    assert [(e["line"], e["column"]) for e in report.examples] == [(3, None), (4, None), (17, "I5"), (18, None), (40, "label")]
+    with pytest.raises(DataError, match=r"t\.txt(\.gz)? line 3: expected 40 tab-separated columns, got 2"):
+        read_all(path, block_size=block_size, min_rows=5)
+
+
+def test_a_line_longer_than_the_block_size_is_a_clear_error(tmp_path: Path, criteo_lines: list[str]) -> None:
+    path = write_rows(tmp_path / "t.txt", criteo_lines[:20])
+    with pytest.raises(DataError, match=r"t\.txt: a line is longer than data\.block_size \(64 bytes\)"):
+        read_all(path, block_size=64)

@@ -311,16 +311,22 @@ def open_record_batches(
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
             return
-        raise DataError(f"{path}: cannot read as tab-separated text ({e})") from None
+        raise _read_error(path, e, block_size) from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     try:
         for batch in reader:
             yield batch
     except pa.ArrowInvalid as e:
-        raise DataError(f"{path}: cannot read as tab-separated text ({e})") from None
+        raise _read_error(path, e, block_size) from None
     finally:
         reader.close()
+
+
+def _read_error(path: Path, e: Exception, block_size: int) -> DataError:
+    if "straddl" in str(e):  # pyarrow: a row does not fit in one block
+        return DataError(f"{path}: a line is longer than data.block_size ({block_size} bytes); raise data.block_size")
+    return DataError(f"{path}: cannot read as tab-separated text ({e})")
 
 
 def read_criteo(
