@@ -12,6 +12,13 @@
         --set overrides a config key of every run (e.g. --set "model.cin_layers=[100, 100]").
     python benchmarks/train.py gemm
         the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
+    python benchmarks/train.py loader [--rows 1000000]
+        time per batch of the in-memory loader and of the streaming loader (one epoch, batch 4096, no model) as a
+        share of a DeepFM training step (forward, backward, Adam) timed on the same batches.
+    python benchmarks/train.py scale [--sizes 1000000,4000000,16000000] [--steps 200]
+        per size: DeepFM samples/s over --steps steps and the process's peak RSS (one fresh process per size:
+        generate and prepare if needed, load, train, evaluate); in-memory loading for all but the largest size,
+        which streams Parquet row groups.
 
 Figures go to stdout as a table and as one JSON line (``--json FILE`` also writes it). Threads: torch default.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +40,11 @@ from reference_deepfm import predict_reference, train_reference  # noqa: E402
 
 from ctr.config import load_config  # noqa: E402
 from ctr.data.generate import generate_criteo  # noqa: E402
-from ctr.data.loader import load_split  # noqa: E402
+from ctr.data.loader import iterate_batches, load_split, stream_batches  # noqa: E402
 from ctr.data.prepare import prepare_data  # noqa: E402
 from ctr.metrics import auc, logloss  # noqa: E402
-from ctr.models import get_model, list_models  # noqa: E402
+from ctr.models import build_model, get_model, list_models  # noqa: E402
+from ctr.train.optim import build_optimizer  # noqa: E402
 from ctr.train.run import train_run  # noqa: E402
 
 DEEPFM = ["model.name=deepfm", "model.embed_dim=16", "model.hidden=[400, 400, 400]", "train.batch_size=4096",
@@ -55,14 +64,14 @@ def data_file(args) -> Path:
 
 def compare(args) -> dict:
     path = data_file(args)
-    cfg = load_config([], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}"])
+    cfg = load_config([], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}", *args.set])
     prepared = prepare_data(cfg.data)
     train, test = load_split(prepared, "train"), load_split(prepared, "test")
     vocab = [f.vocab_size for f in prepared.schema.id_fields]
     y = test.label.double().numpy()
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        cfg = load_config([], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}", f"train.seed={seed}"])
+        cfg = load_config([], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}", f"train.seed={seed}", *args.set])
         ours = train_run(cfg, Path(tempfile.mkdtemp(prefix="ctr_bench_run_")), prepared=prepared)
         model, ref_rate, ref_sec = train_reference(train.ids, train.dense, train.label, vocab, batch_size=4096, lr=1e-3, seed=seed)
         logits = predict_reference(model, test.ids, test.dense)
@@ -136,9 +145,74 @@ def gemm(args) -> dict:
     return res
 
 
+def loader(args) -> dict:
+    path = data_file(args)
+    cfg = load_config([], DEEPFM + [f"data.path={path}"])
+    prepared = prepare_data(cfg.data)
+    train = load_split(prepared, "train")
+    bs = cfg.train.batch_size
+
+    def per_batch(batches) -> tuple[float, int]:
+        t0, n = time.perf_counter(), 0
+        for _ in batches:
+            n += 1
+        return (time.perf_counter() - t0) / max(n, 1), n
+
+    mem, n = per_batch(iterate_batches(train, bs, shuffle=True, seed=0, epoch=1))
+    stream, _ = per_batch(stream_batches(prepared, "train", bs, cfg.data.shuffle_buffer, seed=0, epoch=1))
+    torch.manual_seed(0)
+    model = build_model(prepared.schema, cfg.model, cfg.norm)
+    opt = build_optimizer(model, cfg.train)
+    batches = [b for _, b in zip(range(40), iterate_batches(train, bs, shuffle=True, seed=0, epoch=1))]
+    for i, b in enumerate(batches):
+        if i == 10:  # 10 warm-up steps
+            t0 = time.perf_counter()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b), b.label)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    step = (time.perf_counter() - t0) / (len(batches) - 10)
+    res = {"benchmark": "loader", "data": str(path), "batches": n, "batch_size": bs, "threads": torch.get_num_threads(),
+           "step_ms": step * 1e3, "in_memory_ms": mem * 1e3, "streaming_ms": stream * 1e3,
+           "in_memory_share": mem / (mem + step), "streaming_share": stream / (stream + step)}
+    print(f"DeepFM step (forward, backward, Adam): {step * 1e3:7.2f} ms/batch")
+    print(f"in-memory loader: {mem * 1e3:7.2f} ms/batch = {100 * res['in_memory_share']:.1f}% of a step with loading")
+    print(f"streaming loader: {stream * 1e3:7.2f} ms/batch = {100 * res['streaming_share']:.1f}% of a step with loading")
+    return res
+
+
+def scale(args) -> dict:
+    sizes = [int(x) for x in args.sizes.split(",")]
+    rows = []
+    print("| rows | loading | samples/s | peak RSS MiB |\n|---|---|---|---|")
+    for n in sizes:
+        streaming = n == max(sizes) and len(sizes) > 1
+        code = (f"import sys, json, tempfile; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                f"import train as b; print('RESULT', json.dumps(b.scale_child({n}, {args.steps}, {streaming})))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        r = json.loads(out.split("RESULT", 1)[1])
+        rows.append(r)
+        print(f"| {n:,} | {'streaming' if streaming else 'in memory'} | {r['samples_per_sec']:,.0f} | {r['peak_rss_mib']:,.0f} |", flush=True)
+    return {"benchmark": "scale", "steps": args.steps, "threads": torch.get_num_threads(), "rows": rows}
+
+
+def scale_child(n: int, steps: int, streaming: bool) -> dict:
+    """One size of :func:`scale`, in a fresh process."""
+    path = Path(tempfile.gettempdir()) / "ctr_bench" / f"criteo_{n}.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_criteo(path, rows=n, seed=0)
+    cfg = load_config([], DEEPFM + [f"data.path={path}", "train.progress=false", f"train.max_steps={steps}",
+                                    f"data.streaming={str(streaming).lower()}"])
+    r = train_run(cfg, Path(tempfile.mkdtemp(prefix="ctr_bench_scale_")))
+    rss = next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return {"rows": n, "streaming": streaming, "steps": steps, "samples_per_sec": r["train"]["samples_per_sec"],
+            "peak_rss_mib": rss, "test_auc": r["test"]["auc"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compare", "models", "gemm"])
+    p.add_argument("what", choices=["compare", "models", "gemm", "loader", "scale"])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--data")
     p.add_argument("--steps", type=int, default=60)
@@ -147,10 +221,11 @@ def main() -> None:
     p.add_argument("--norms", default="none,normdnn")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--seeds", default="2024,1,2,3,4,5", help="compare: one run of each loop per seed")
+    p.add_argument("--sizes", default="1000000,4000000,16000000", help="scale: generated rows per size")
     p.add_argument("--json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="models: config override for every run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="compare, models: config override for every run")
     args = p.parse_args()
-    res = {"compare": compare, "models": models, "gemm": gemm}[args.what](args)
+    res = {"compare": compare, "models": models, "gemm": gemm, "loader": loader, "scale": scale}[args.what](args)
     line = json.dumps(res)
     print(line)
     if args.json:
