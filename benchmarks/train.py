@@ -12,6 +12,9 @@
         --set overrides a config key of every run (e.g. --set "model.cin_layers=[100, 100]").
     python benchmarks/train.py gemm
         the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
+    python benchmarks/train.py flops [--models deepfm,dcn,...]
+        forward matrix-product FLOPs (mm, bmm, conv; not elementwise work) per sample of every model's default config (torch.utils.flop_counter on 1M-row data's schema):
+        what makes a model slower than DeepFM per sample.
     python benchmarks/train.py loader [--rows 1000000]
         time per batch of the in-memory loader and of the streaming loader (one epoch, batch 4096, no model) as a
         share of a DeepFM training step (forward, backward, Adam) timed on the same batches.
@@ -145,6 +148,28 @@ def gemm(args) -> dict:
     return res
 
 
+def flops(args) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    path = data_file(args)
+    names = args.models.split(",") if args.models else list_models()
+    prepared = prepare_data(load_config([], [f"data.path={path}"]).data)
+    batch = load_split(prepared, "valid").batch(slice(0, 256))
+    rows = []
+    print("| model | forward matmul MFLOP/sample | x DeepFM |\n|---|---|---|")
+    for name in names:
+        cfg = load_config([], [f"model.name={name}", f"data.path={path}", *args.set])
+        model = build_model(prepared.schema, cfg.model, cfg.norm).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(batch)
+        rows.append({"model": name, "mflop_per_sample": counter.get_total_flops() / len(batch) / 1e6})
+    base = next((r["mflop_per_sample"] for r in rows if r["model"] == "deepfm"), None)
+    for r in rows:
+        ratio = f"{r['mflop_per_sample'] / base:.1f}" if base else "-"
+        print(f"| {r['model']} | {r['mflop_per_sample']:.2f} | {ratio} |")
+    return {"benchmark": "flops", "data": str(path), "rows": rows}
+
+
 def loader(args) -> dict:
     path = data_file(args)
     cfg = load_config([], DEEPFM + [f"data.path={path}"])
@@ -212,7 +237,7 @@ def scale_child(n: int, steps: int, streaming: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compare", "models", "gemm", "loader", "scale"])
+    p.add_argument("what", choices=["compare", "models", "gemm", "flops", "loader", "scale"])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--data")
     p.add_argument("--steps", type=int, default=60)
@@ -225,7 +250,7 @@ def main() -> None:
     p.add_argument("--json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="compare, models: config override for every run")
     args = p.parse_args()
-    res = {"compare": compare, "models": models, "gemm": gemm, "loader": loader, "scale": scale}[args.what](args)
+    res = {"compare": compare, "models": models, "gemm": gemm, "flops": flops, "loader": loader, "scale": scale}[args.what](args)
     line = json.dumps(res)
     print(line)
     if args.json:
