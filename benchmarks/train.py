@@ -12,9 +12,9 @@
         --set overrides a config key of every run (e.g. --set "model.cin_layers=[100, 100]").
     python benchmarks/train.py gemm
         the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
-    python benchmarks/train.py flops [--models deepfm,dcn,...]
-        forward matrix-product FLOPs (mm, bmm, conv; not elementwise work) per sample of every model's default config (torch.utils.flop_counter on 1M-row data's schema):
-        what makes a model slower than DeepFM per sample.
+    python benchmarks/train.py flops [--models deepfm,dcn,...] [--set KEY=VALUE ...]
+        forward matrix-product FLOPs (mm, bmm, conv; not elementwise work) per sample of every model's default
+        config (torch.utils.flop_counter on the 1M-row data's schema): why a model is slower than DeepFM per sample.
     python benchmarks/train.py loader [--rows 1000000]
         time per batch of the in-memory loader and of the streaming loader (one epoch, batch 4096, no model) as a
         share of a DeepFM training step (forward, backward, Adam) timed on the same batches.
