@@ -200,8 +200,8 @@ def stream_batches(
     limit = min(sum(sizes[r::world_size]) for r in range(world_size)) if world_size > 1 else sum(sizes)
     mine = order[rank::world_size]
     capacity = max(shuffle_buffer, batch_size) if shuffle else 0
-    buffer: SplitTensors | None = None
-    carried = 0
+    parts: list[SplitTensors] = []  # the buffer, concatenated only when it is emitted (not once per row group)
+    have = carried = 0
     for g in mine:
         if carried >= limit:
             break
@@ -209,15 +209,19 @@ def stream_batches(
         if carried + len(part) > limit:
             part = _slice(part, 0, limit - carried)
         carried += len(part)
-        buffer = part if buffer is None else _concat(buffer, part)
-        if len(buffer) >= max(capacity, batch_size):
+        parts.append(part)
+        have += len(part)
+        if have >= max(capacity, batch_size):
+            buffer = _concat(parts)
             if shuffle:
                 buffer = _slice(buffer, torch.randperm(len(buffer), generator=gen))
             keep = capacity // 2 if shuffle else 0
             emit = (len(buffer) - keep) // batch_size * batch_size
             for start in range(0, emit, batch_size):
                 yield buffer.batch(slice(start, start + batch_size))
-            buffer = _slice(buffer, emit, len(buffer))
+            parts = [_slice(buffer, emit, len(buffer))]
+            have = len(parts[0])
+    buffer = _concat(parts) if parts else None
     if buffer is not None and len(buffer):
         if shuffle:
             buffer = _slice(buffer, torch.randperm(len(buffer), generator=gen))
@@ -235,7 +239,7 @@ def _slice(t: SplitTensors, start: int | torch.Tensor, stop: int | None = None) 
     return SplitTensors(b.ids, b.dense, b.dense_missing, b.label)
 
 
-def _concat(a: SplitTensors, b: SplitTensors) -> SplitTensors:
-    return SplitTensors(*(torch.cat([x, y]) for x, y in zip(
-        (a.ids, a.dense, a.dense_missing, a.label), (b.ids, b.dense, b.dense_missing, b.label)
-    )))
+def _concat(parts: list[SplitTensors]) -> SplitTensors:
+    if len(parts) == 1:
+        return parts[0]
+    return SplitTensors(*(torch.cat([getattr(p, k) for p in parts]) for k in ("ids", "dense", "dense_missing", "label")))
