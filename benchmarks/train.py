@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare import peak_rss_mib  # noqa: E402
 from reference_deepfm import predict_reference, train_reference  # noqa: E402
 
 from ctr.config import load_config  # noqa: E402
@@ -56,12 +57,15 @@ NORMDNN = {"numeric": {"name": "ln", "eps": 1e-6}, "categorical": {"name": "bn",
 
 
 def data_file(args) -> Path:
-    if args.data:
-        return Path(args.data)
-    path = Path(tempfile.gettempdir()) / "ctr_bench" / f"criteo_{args.rows}.txt"
+    return Path(args.data) if args.data else generated_file(args.rows)
+
+
+def generated_file(rows: int) -> Path:
+    """``rows`` generated Criteo-format rows (seed 0), written on first use and reused."""
+    path = Path(tempfile.gettempdir()) / "ctr_bench" / f"criteo_{rows}.txt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        generate_criteo(path, rows=args.rows, seed=0)
+        generate_criteo(path, rows=rows, seed=0)
     return path
 
 
@@ -223,16 +227,11 @@ def scale(args) -> dict:
 
 def scale_child(n: int, steps: int, streaming: bool) -> dict:
     """One size of :func:`scale`, in a fresh process."""
-    path = Path(tempfile.gettempdir()) / "ctr_bench" / f"criteo_{n}.txt"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        generate_criteo(path, rows=n, seed=0)
-    cfg = load_config([], DEEPFM + [f"data.path={path}", "train.progress=false", f"train.max_steps={steps}",
+    cfg = load_config([], DEEPFM + [f"data.path={generated_file(n)}", "train.progress=false", f"train.max_steps={steps}",
                                     f"data.streaming={str(streaming).lower()}"])
     r = train_run(cfg, Path(tempfile.mkdtemp(prefix="ctr_bench_scale_")))
-    rss = next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
     return {"rows": n, "streaming": streaming, "steps": steps, "samples_per_sec": r["train"]["samples_per_sec"],
-            "peak_rss_mib": rss, "test_auc": r["test"]["auc"]}
+            "peak_rss_mib": peak_rss_mib(), "test_auc": r["test"]["auc"]}
 
 
 def main() -> None:

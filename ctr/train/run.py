@@ -40,6 +40,8 @@ def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
     device = ctx.device
     if tc.precision == "fp16" and device.type != "cuda":
         raise CTRError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
+    if tc.sparse_embeddings and ctx.enabled:
+        raise CTRError("train.sparse_embeddings is not supported with several processes (DDP); turn it off")
     out = Path(out_dir)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -55,8 +57,6 @@ def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
     seed_everything(tc.seed)  # same initial weights on every rank
     model = build_model(schema, cfg.model, cfg.norm).to(device)
     if tc.sparse_embeddings:
-        if ctx.enabled:
-            raise CTRError("train.sparse_embeddings is not supported with several processes (DDP); turn it off")
         use_sparse_embeddings(model)
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
     n_params = sum(p.numel() for p in model.parameters())
