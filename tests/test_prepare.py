@@ -15,7 +15,7 @@ import torch
 from conftest import CRITEO_ROWS, write_rows
 from ctr.config import DataConfig
 from ctr.data import encoders
-from ctr.data.criteo import COLUMNS
+from ctr.data.criteo import COLUMNS, KeyCodec
 from ctr.data.encoders import FIRST_ID, MISSING_ID, OOV_ID, KeyIndex, ValueCounter, log2_bucket
 from ctr.data.loader import load_split
 from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data, write_schema
@@ -167,6 +167,27 @@ def test_log2_bucket_formula() -> None:
     want = [v if v <= 2 else math.floor(math.log(v) ** 2) for v in x.tolist()]
     assert log2_bucket(x).tolist() == want
     assert want[5:8] == [1, 5, 47]
+
+
+@pytest.mark.parametrize("train_min", [0, -3, -(10**6)])
+def test_log2_encoder_lookup_table_matches_bucket_then_vocabulary(train_min: int) -> None:
+    """The per-raw-value table (and its fallback outside the table) gives the ids of bucketing then the vocabulary."""
+    rng = np.random.default_rng(1)
+    train = np.concatenate([rng.integers(train_min, 100, 3000), rng.integers(0, 10**6, 3000), [train_min] * 20])
+    enc = encoders.Log2BucketEncoder("I1", min_count=5)
+    enc.partial_fit(train, np.zeros(len(train), bool))
+    enc.finish()
+    x = np.concatenate([
+        np.arange(-70_000, 70_000, 7), rng.integers(-(2**62), 2**62, 1000),
+        [train_min, train_min - 1, 2**63 - 1, -(2**63), 65_535, 65_536],
+    ]).astype(np.int64)
+    missing = rng.random(len(x)) < 0.1
+    want = encoders.VocabEncoder.transform(enc, x, missing)
+    got = enc.transform(x, missing)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.int32 and {OOV_ID, MISSING_ID} <= set(got.tolist()) and got.max() >= FIRST_ID
+    again = encoders.Log2BucketEncoder.from_field(enc.field, KeyCodec())
+    np.testing.assert_array_equal(again.transform(x, missing), want)
 
 
 def test_value_counter_merges_exactly() -> None:
