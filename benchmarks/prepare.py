@@ -2,11 +2,10 @@
 
 For each size N (generated Criteo-format rows, cached in ``--dir``), every measurement runs in a fresh Python
 subprocess: ``pyarrow.csv.read_csv`` with default options (tab-delimited, no header) and a full
-``prepare_data`` (both passes, Parquet + schema) into an empty cache directory, interleaved (read, prepare,
-read, ...) because this machine's speed drifts between runs. Times are the best of ``--repeats`` runs; peak
-RSS is the child's ``VmHWM`` (the largest over the repeats). ``ratio`` is prepare speed / read speed from the
-best times (>= 0.5 is the target), ``pairs`` the median of the same ratio over each consecutive
-read/prepare pair; ``rss_growth`` is prepare's peak RSS at the largest N over the smallest.
+``prepare_data`` (both passes, Parquet + schema) into an empty cache directory. Times are the best of
+``--repeats`` runs; peak RSS is the child's ``VmHWM`` (the largest over the repeats). ``ratio`` is prepare
+speed / read speed (>= 0.5 is the target); ``rss_growth`` is prepare's peak RSS at the largest N over the
+smallest.
 
 Command::
 
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,31 +61,22 @@ def child(mode: str, path: str, cache: str) -> None:
     print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mib": peak_rss_mib()}))
 
 
-def run_child(mode: str, path: Path) -> dict[str, float]:
-    cache = tempfile.mkdtemp(prefix="ctr_bench_cache_")
-    try:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", mode, str(path), cache], check=True, capture_output=True, text=True
-        ).stdout
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def measure(path: Path, repeats: int) -> dict[str, dict[str, float] | list[float]]:
-    """Read and prepare runs interleaved (read, prepare, read, ...), so both see the same machine state.
-
-    Returns the best run of each (peak RSS: the largest over the runs) and the read/prepare time ratio of each
-    consecutive pair.
-    """
-    runs: dict[str, list[dict[str, float]]] = {"read": [], "prepare": []}
+def measure(mode: str, path: Path, repeats: int) -> dict[str, float]:
+    best: dict[str, float] = {}
     for _ in range(repeats):
-        for mode in runs:
-            runs[mode].append(run_child(mode, path))
-    best: dict[str, dict[str, float] | list[float]] = {}
-    for mode, rs in runs.items():
-        best[mode] = {**min(rs, key=lambda r: r["seconds"]), "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)}
-    best["pair_ratios"] = [r["seconds"] / p["seconds"] for r, p in zip(runs["read"], runs["prepare"])]
+        cache = tempfile.mkdtemp(prefix="ctr_bench_cache_")
+        try:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode, str(path), cache],
+                check=True, capture_output=True, text=True,
+            ).stdout
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        r = json.loads(out.strip().splitlines()[-1])
+        if not best or r["seconds"] < best["seconds"]:
+            best = {**r, "peak_rss_mib": max(r["peak_rss_mib"], best.get("peak_rss_mib", 0.0))}
+        else:
+            best["peak_rss_mib"] = max(best["peak_rss_mib"], r["peak_rss_mib"])
     return best
 
 
@@ -111,8 +100,8 @@ def main() -> None:
         if not path.exists():
             print(f"generating {path} ...", file=sys.stderr)
             generate_criteo(path, n, seed=args.seed)
-        m = measure(path, args.repeats)
-        read, prep = m["read"], m["prepare"]
+        read = measure("read", path, args.repeats)
+        prep = measure("prepare", path, args.repeats)
         results.append({
             "rows": n,
             "bytes": path.stat().st_size,
@@ -123,19 +112,13 @@ def main() -> None:
             "prepare_rows_per_s": round(n / prep["seconds"]),
             "prepare_peak_rss_mib": round(prep["peak_rss_mib"], 1),
             "ratio": round(read["seconds"] / prep["seconds"], 3),
-            "pair_ratio_median": round(statistics.median(m["pair_ratios"]), 3),
-            "pair_ratios": [round(r, 3) for r in m["pair_ratios"]],
         })
-    head = (
-        f"{'rows':>10} {'read s':>8} {'read rows/s':>12} {'prep s':>8} {'prep rows/s':>12} {'ratio':>6} "
-        f"{'pairs':>6} {'read RSS MiB':>13} {'prep RSS MiB':>13}"
-    )
+    head = f"{'rows':>10} {'read s':>8} {'read rows/s':>12} {'prep s':>8} {'prep rows/s':>12} {'ratio':>6} {'read RSS MiB':>13} {'prep RSS MiB':>13}"
     print(head)
     for r in results:
         print(
             f"{r['rows']:>10,} {r['read_s']:>8.3f} {r['read_rows_per_s']:>12,} {r['prepare_s']:>8.3f} "
-            f"{r['prepare_rows_per_s']:>12,} {r['ratio']:>6.2f} {r['pair_ratio_median']:>6.2f} "
-            f"{r['read_peak_rss_mib']:>13.1f} {r['prepare_peak_rss_mib']:>13.1f}"
+            f"{r['prepare_rows_per_s']:>12,} {r['ratio']:>6.2f} {r['read_peak_rss_mib']:>13.1f} {r['prepare_peak_rss_mib']:>13.1f}"
         )
     summary = {"results": results}
     if len(results) > 1:
