@@ -158,7 +158,7 @@ def flops(args) -> dict:
     path = data_file(args)
     names = args.models.split(",") if args.models else list_models()
     prepared = prepare_data(load_config([], [f"data.path={path}"]).data)
-    batch = load_split(prepared, "valid").batch(slice(0, 256))
+    batch = load_split(prepared, "valid").rows(slice(0, 256))
     rows = []
     print("| model | forward matmul MFLOP/sample | x DeepFM |\n|---|---|---|")
     for name in names:

@@ -9,8 +9,9 @@ import torch
 
 from ctr.config import DataConfig
 from ctr.data import prepare as prepare_module
-from ctr.data.loader import SplitTensors, iterate_batches, load_split, shard_indices, stream_batches
+from ctr.data.loader import iterate_batches, load_split, shard_indices, stream_batches
 from ctr.data.prepare import PreparedData, prepare_data
+from ctr.data.schema import Batch
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +27,21 @@ def prepared(criteo_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Pre
 
 
 @pytest.fixture(scope="module")
-def train(prepared: PreparedData) -> SplitTensors:
+def train(prepared: PreparedData) -> Batch:
     return load_split(prepared, "train")
 
 
-def tagged(n: int) -> SplitTensors:
+def tagged(n: int) -> Batch:
     """A split whose row i has ids[i, 0] == i."""
     ids = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.int64)], dim=1)
-    return SplitTensors(ids, torch.zeros(n, 1), torch.zeros(n, 1, dtype=torch.bool), torch.zeros(n))
+    return Batch(ids, torch.zeros(n, 1), torch.zeros(n, 1, dtype=torch.bool), torch.zeros(n))
 
 
 def rows_of(batches) -> list[int]:
     return torch.cat([b.ids[:, 0] for b in batches]).tolist()
 
 
-def test_load_split_types(prepared: PreparedData, train: SplitTensors) -> None:
+def test_load_split_types(prepared: PreparedData, train: Batch) -> None:
     n = prepared.schema.rows["train"]
     assert train.ids.shape == (n, 39) and train.ids.dtype == torch.int64 and train.ids.is_contiguous()
     assert train.dense.shape == (n, 0) and train.dense.dtype == torch.float32
@@ -74,13 +75,13 @@ def test_ddp_shards_are_disjoint_and_equal() -> None:
         shard_indices(10, True, 0, 0, rank=4, world_size=4)
 
 
-def test_batches_carry_the_right_rows(train: SplitTensors) -> None:
+def test_batches_carry_the_right_rows(train: Batch) -> None:
     batch = next(iter(iterate_batches(train, 32, shuffle=True, seed=0, epoch=0)))
     index = shard_indices(len(train), True, 0, 0)[:32]
     assert torch.equal(batch.ids, train.ids[index]) and torch.equal(batch.label, train.label[index])
 
 
-def test_stream_yields_every_row_once(prepared: PreparedData, train: SplitTensors) -> None:
+def test_stream_yields_every_row_once(prepared: PreparedData, train: Batch) -> None:
     assert pq_row_groups(prepared) > 5
     key = lambda ids: [tuple(r) for r in ids.tolist()]  # noqa: E731 - rows are compared as whole id tuples
     want = sorted(key(train.ids))

@@ -15,7 +15,6 @@ _EXPORTS = {
     "CriteoEncoder": "encoders",
     "default_data_path": "generate",
     "generate_criteo": "generate",
-    "SplitTensors": "loader",
     "iterate_batches": "loader",
     "load_split": "loader",
     "stream_batches": "loader",

@@ -6,7 +6,6 @@ order through a bounded shuffle buffer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
@@ -21,45 +20,7 @@ if TYPE_CHECKING:
     from ctr.data.prepare import PreparedData
 
 
-@dataclass
-class SplitTensors:
-    """A whole split as contiguous tensors (N rows).
-
-    Attributes:
-        ids: (N, Fc) int64, columns in ``Schema.id_fields`` order.
-        dense: (N, Fn) float32, columns in ``Schema.dense_fields`` order (0 where missing).
-        dense_missing: (N, Fn) bool.
-        label: (N,) float32 in {0, 1}.
-    """
-
-    ids: torch.Tensor
-    dense: torch.Tensor
-    dense_missing: torch.Tensor
-    label: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.label.shape[0]
-
-    def batch(self, index: torch.Tensor | slice) -> Batch:
-        """Rows ``index`` (an int64 index tensor, or a slice for a zero-copy view) as a Batch."""
-        if isinstance(index, slice):
-            return Batch(self.ids[index], self.dense[index], self.dense_missing[index], self.label[index])
-        return Batch(*(take_rows(t, index) for t in (self.ids, self.dense, self.dense_missing, self.label)))
-
-    def to_batch(self) -> Batch:
-        """All rows as one Batch (views, no copy)."""
-        return Batch(self.ids, self.dense, self.dense_missing, self.label)
-
-
 _STACK_ROWS = 1 << 14  # rows per cache-sized block when interleaving columns
-
-
-def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``t[index]`` along dim 0. On CPU through numpy: a single-threaded gather of a few MB takes ~0.1 ms, while
-    torch's intra-op threads can stall for milliseconds when another process holds the other cores."""
-    if t.device.type == "cpu" and index.device.type == "cpu":
-        return torch.from_numpy(np.take(t.numpy(), index.numpy(), axis=0))
-    return t.index_select(0, index)
 
 
 def _stack_columns(columns: Sequence[np.ndarray], n: int, dtype: np.dtype) -> torch.Tensor:
@@ -72,8 +33,8 @@ def _stack_columns(columns: Sequence[np.ndarray], n: int, dtype: np.dtype) -> to
     return torch.from_numpy(out)
 
 
-def tensors_from_table(table: pa.Table, schema: Schema) -> SplitTensors:
-    """A prepared Parquet table (see :func:`ctr.data.prepare.parquet_schema`) as SplitTensors."""
+def tensors_from_table(table: pa.Table, schema: Schema) -> Batch:
+    """A prepared Parquet table (see :func:`ctr.data.prepare.parquet_schema`) as Batch."""
     n = table.num_rows
 
     def col(name: str) -> np.ndarray:
@@ -83,18 +44,18 @@ def tensors_from_table(table: pa.Table, schema: Schema) -> SplitTensors:
     dense = _stack_columns([col(f.name) for f in schema.dense_fields], n, np.float32)
     missing = _stack_columns([col(f"{f.name}__missing") for f in schema.dense_fields], n, np.bool_)
     label = torch.from_numpy(col("label").astype(np.float32))
-    return SplitTensors(ids, dense, missing, label)
+    return Batch(ids, dense, missing, label)
 
 
-def tensors_from_encoded(parts: Sequence["EncodedBatch"], schema: Schema) -> SplitTensors:
-    """Encoded batches (per-column arrays, see :class:`ctr.data.encoders.EncodedBatch`) as SplitTensors."""
+def tensors_from_encoded(parts: Sequence["EncodedBatch"], schema: Schema) -> Batch:
+    """Encoded batches (per-column arrays, see :class:`ctr.data.encoders.EncodedBatch`) as Batch."""
     fc, fn = len(schema.id_fields), len(schema.dense_fields)
     ids = np.concatenate([p.ids for p in parts], axis=1) if parts else np.zeros((fc, 0), np.int32)
     dense = np.concatenate([p.dense for p in parts], axis=1) if parts else np.zeros((fn, 0), np.float32)
     missing = np.concatenate([p.dense_missing for p in parts], axis=1) if parts else np.zeros((fn, 0), bool)
     label = np.concatenate([p.label for p in parts]) if parts else np.zeros(0, np.int8)
     n = len(label)
-    return SplitTensors(
+    return Batch(
         _stack_columns(ids, n, np.int64),
         _stack_columns(dense, n, np.float32),
         _stack_columns(missing, n, np.bool_),
@@ -102,7 +63,7 @@ def tensors_from_encoded(parts: Sequence["EncodedBatch"], schema: Schema) -> Spl
     )
 
 
-def load_split(prepared: "PreparedData", split: str) -> SplitTensors:
+def load_split(prepared: "PreparedData", split: str) -> Batch:
     """Read one prepared split into memory."""
     return tensors_from_table(pq.read_table(prepared.path(split), use_threads=False), prepared.schema)
 
@@ -127,7 +88,7 @@ def shard_indices(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, w
 
 
 def iterate_batches(
-    t: SplitTensors,
+    t: Batch,
     batch_size: int,
     shuffle: bool,
     seed: int,
@@ -153,12 +114,12 @@ def iterate_batches(
     if not shuffle and world_size == 1:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            yield t.batch(slice(start, min(start + batch_size, n)))
+            yield t.rows(slice(start, min(start + batch_size, n)))
         return
     index = shard_indices(n, shuffle, seed, epoch, rank, world_size)
     stop = len(index) - len(index) % batch_size if drop_last else len(index)
     for start in range(0, stop, batch_size):
-        yield t.batch(index[start : start + batch_size])
+        yield t.rows(index[start : start + batch_size])
 
 
 def stream_batches(
@@ -200,46 +161,32 @@ def stream_batches(
     limit = min(sum(sizes[r::world_size]) for r in range(world_size)) if world_size > 1 else sum(sizes)
     mine = order[rank::world_size]
     capacity = max(shuffle_buffer, batch_size) if shuffle else 0
-    parts: list[SplitTensors] = []  # the buffer, concatenated only when it is emitted (not once per row group)
+    parts: list[Batch] = []  # the buffer, concatenated only when it is emitted (not once per row group)
     have = carried = 0
     for g in mine:
         if carried >= limit:
             break
         part = tensors_from_table(pf.read_row_group(g, use_threads=False), prepared.schema)
         if carried + len(part) > limit:
-            part = _slice(part, 0, limit - carried)
+            part = part.rows(slice(0, limit - carried))
         carried += len(part)
         parts.append(part)
         have += len(part)
         if have >= max(capacity, batch_size):
-            buffer = _concat(parts)
+            buffer = Batch.concat(parts)
             if shuffle:
-                buffer = _slice(buffer, torch.randperm(len(buffer), generator=gen))
+                buffer = buffer.rows(torch.randperm(len(buffer), generator=gen))
             keep = capacity // 2 if shuffle else 0
             emit = (len(buffer) - keep) // batch_size * batch_size
             for start in range(0, emit, batch_size):
-                yield buffer.batch(slice(start, start + batch_size))
-            parts = [_slice(buffer, emit, len(buffer))]
+                yield buffer.rows(slice(start, start + batch_size))
+            parts = [buffer.rows(slice(emit, len(buffer)))]
             have = len(parts[0])
-    buffer = _concat(parts) if parts else None
+    buffer = Batch.concat(parts) if parts else None
     if buffer is not None and len(buffer):
         if shuffle:
-            buffer = _slice(buffer, torch.randperm(len(buffer), generator=gen))
+            buffer = buffer.rows(torch.randperm(len(buffer), generator=gen))
         n = len(buffer)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            yield buffer.batch(slice(start, min(start + batch_size, n)))
-
-
-def _slice(t: SplitTensors, start: int | torch.Tensor, stop: int | None = None) -> SplitTensors:
-    if isinstance(start, torch.Tensor):
-        b = t.batch(start)
-    else:
-        b = t.batch(slice(start, stop))
-    return SplitTensors(b.ids, b.dense, b.dense_missing, b.label)
-
-
-def _concat(parts: list[SplitTensors]) -> SplitTensors:
-    if len(parts) == 1:
-        return parts[0]
-    return SplitTensors(*(torch.cat([getattr(p, k) for p in parts]) for k in ("ids", "dense", "dense_missing", "label")))
+            yield buffer.rows(slice(start, min(start + batch_size, n)))

@@ -47,8 +47,8 @@ import pyarrow.parquet as pq
 from ctr.config import DataConfig
 from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, prefetch, read_criteo
 from ctr.data.encoders import CriteoEncoder, EncodedBatch, FactorizedBatch, factorize_batch
-from ctr.data.loader import SplitTensors, tensors_from_encoded
-from ctr.data.schema import Field, Schema
+from ctr.data.loader import tensors_from_encoded
+from ctr.data.schema import Batch, Field, Schema
 from ctr.data.split import SPLITS, assign_splits, find_split_files
 from ctr.errors import DataError
 
@@ -443,7 +443,7 @@ def encode_raw(
     on_bad_rows: str = "error",
     block_size: int = 1 << 20,
     report: BadRowReport | None = None,
-) -> SplitTensors:
+) -> Batch:
     """Apply a saved schema to a raw Criteo file: values unseen in its train data map to OOV.
 
     Args:
@@ -454,7 +454,7 @@ def encode_raw(
         on_bad_rows: ``"error"`` or ``"skip"`` (skipped rows are counted in ``report`` and printed).
 
     Returns:
-        SplitTensors of the kept rows in file order.
+        Batch of the kept rows in file order.
 
     Raises:
         DataError: a bad row (with ``on_bad_rows="error"``), or no row with the Criteo layout.
@@ -476,7 +476,7 @@ def encode_raw(
     return tensors_from_encoded(parts, schema)
 
 
-def encode_source_split(schema: Schema, split: str, on_bad_rows: str | None = None) -> SplitTensors:
+def encode_source_split(schema: Schema, split: str, on_bad_rows: str | None = None) -> Batch:
     """Rebuild one split of a schema's own raw source (same split rule) with the saved schema."""
     src = schema.source
     files = src.get("files", {})

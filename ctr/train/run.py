@@ -11,9 +11,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ctr.config import RunConfig, from_dict, read_yaml, save_config
-from ctr.data.loader import SplitTensors, iterate_batches, load_split, stream_batches
+from ctr.data.loader import iterate_batches, load_split, stream_batches
 from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data
-from ctr.data.schema import Schema
+from ctr.data.schema import Batch, Schema
 from ctr.errors import CTRError
 from ctr.models import build_model
 from ctr.train import io
@@ -137,7 +137,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None) -> tuple[d
     return score(logits, labels), 1.0 / (1.0 + np.exp(-logits))
 
 
-def load_eval_data(cfg: RunConfig, schema: Schema, data: str | Path | None) -> SplitTensors:
+def load_eval_data(cfg: RunConfig, schema: Schema, data: str | Path | None) -> Batch:
     """The tensors to evaluate: the run's test split re-encoded from raw data, a raw file, or a prepared directory."""
     if data is None:
         return encode_source_split(schema, "test", cfg.data.on_bad_rows)
