@@ -11,7 +11,8 @@ from ctr.errors import CTRError
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main``; user errors (bad config, bad data, missing files) print one line and exit 2, no traceback."""
+    """Run ``main``; user errors (bad config, bad data, missing or unwritable files) print one line and exit 2, no
+    traceback."""
     try:
         return main(argv)
     except CTRError as e:
@@ -19,6 +20,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         return 2
     except FileNotFoundError as e:
         print(f"error: {e.filename or e}: file not found", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a directory that is not writable, a full disk
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

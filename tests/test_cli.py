@@ -117,3 +117,15 @@ def test_sparse_embeddings_train_end_to_end(raw, tmp_path, trained):
     sparse = json.loads((out / "results.json").read_text())["test"]["auc"]
     dense = json.loads((trained[0] / "results.json").read_text())["test"]["auc"]
     assert sparse > 0.6 and abs(sparse - dense) < 0.05  # lazy Adam: close to dense Adam, not identical
+
+
+def test_unwritable_cache_or_run_directory_is_one_line(tmp_path, raw):
+    """A path below a regular file cannot be created (even by root): the error names it, without a traceback."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    r = run("train.py", "--data", raw, "--out", tmp_path / "x", *FAST, "--set", f"data.cache_dir={blocker / 'cache'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert f"cannot write prepared data under {blocker / 'cache'}" in r.stderr and "data.cache_dir" in r.stderr
+    r = run("train.py", "--data", raw, "--out", blocker / "run", *FAST)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert str(blocker / "run") in r.stderr

@@ -167,9 +167,11 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     if (final / SCHEMA_FILE).is_file():
         _log(progress, f"using prepared data {final}")
         return PreparedData.open(final)
-    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{raw.name}-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise DataError(f"cannot write prepared data under {root} ({e.strerror}); set data.cache_dir to a writable directory") from None
     try:
         schema = write_prepared(tmp, files, cfg, source, options, progress)
         try:
