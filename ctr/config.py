@@ -93,7 +93,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = torch default
-    progress: bool = True
+    progress: bool = True  # progress bars and data log lines on stderr (of rank 0)
     log_every: int = 50  # steps between loss records in metrics.jsonl (train curve)
 
 

@@ -46,9 +46,9 @@ def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / io.METRICS).unlink(missing_ok=True)
-        prepared = prepared or prepare_data(cfg.data)
+        prepared = prepared or prepare_data(cfg.data, progress=tc.progress)
     barrier(ctx)  # the other ranks read rank 0's cached preparation
-    prepared = prepared or prepare_data(cfg.data)
+    prepared = prepared or prepare_data(cfg.data, progress=False)
     schema = prepared.schema
     if ctx.is_main:
         save_config_atomic(cfg, out / io.CONFIG)
