@@ -140,3 +140,24 @@ def test_eval_mode_gives_finite_logits() -> None:
         model.eval()
         with torch.no_grad():
             assert torch.isfinite(model(tiny_batch(batch_size=3))).all(), name
+
+
+EMBEDDING_MODELS = [n for n in list_models() if {"numeric", "categorical"} <= set(get_model(n).stages)]
+
+
+@pytest.mark.parametrize("name", EMBEDDING_MODELS)
+def test_embed_init_std_sets_the_embedding_scale(name: str) -> None:
+    """``model.embed_init_std`` sets every embedding parameter's init std, and an embedding-stage norm's gain."""
+    for std in (0.01, 0.5):
+        model = build(name, tiny_options(name, embed_init_std=std), categorical="ln")
+        table = model.embed.table.weight
+        assert abs(table.std().item() - std) < 0.2 * std, (name, std)
+        gain = model.embed.categorical_norm.norm.weight
+        torch.testing.assert_close(gain, torch.full_like(gain, std))
+
+
+def test_embed_init_std_is_checked() -> None:
+    with pytest.raises(ConfigError, match="model.embed_init_std must be > 0, got 0"):
+        build("deepfm", tiny_options("deepfm", embed_init_std=0))
+    with pytest.raises(ConfigError, match="embed_init_std"):  # lr has no embeddings
+        load_config([], ["model.name=lr", "model.embed_init_std=0.1"])

@@ -8,14 +8,14 @@ from torch import Tensor, nn
 
 from ctr.config import NormConfig
 from ctr.data.schema import Batch, Schema
-from ctr.models.base import CTRModel, register_model
+from ctr.models.base import CTRModel, EmbeddingOptions, register_model
 from ctr.nn.attention import SelfAttentionStack
 from ctr.nn.embedding import FieldEmbedding
 from ctr.nn.norm import NormSpec
 
 
 @dataclass
-class AutoIntOptions:
+class AutoIntOptions(EmbeddingOptions):
     """Official-code defaults (Criteo run: 3 layers, 2 heads, 64 = 2 x 32 per layer, residual, ReLU projections)."""
 
     attention_layers: int = 3
@@ -37,7 +37,7 @@ class AutoInt(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: AutoIntOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         f = self.embed.num_fields
         self.attention = SelfAttentionStack(f, embed_dim, [options.attention_dim] * options.attention_layers,
                                             options.heads, norms["attention"], norm_cfg.attention_position,

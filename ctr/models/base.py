@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ctr.config import STAGES, ModelConfig, NormConfig
 from ctr.data.schema import Batch, Schema
 from ctr.errors import ConfigError
+from ctr.nn.embedding import EMBED_STD
 from ctr.nn.norm import NormSpec, parse_norm
 from ctr.registry import Registry
 
@@ -29,11 +30,18 @@ EMBEDDING_STAGES = ("numeric", "categorical")
 
 @dataclass
 class NoOptions:
-    """Models without options beyond ``name`` and ``embed_dim``."""
+    """Models without options beyond ``name`` and ``embed_dim`` (and without embeddings)."""
 
 
 @dataclass
-class MLPOptions:
+class EmbeddingOptions:
+    """Options of every model with field embeddings."""
+
+    embed_init_std: float = EMBED_STD  # std of the embedding init; embedding-stage norm gains start at it too
+
+
+@dataclass
+class MLPOptions(EmbeddingOptions):
     """Options shared by models with a deep (MLP) part."""
 
     hidden: list[int] = field(default_factory=lambda: [400, 400, 400])

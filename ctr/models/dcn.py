@@ -32,7 +32,7 @@ class DCN(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: DCNOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         width = self.embed.num_fields * embed_dim
         self.cross = CrossNet(width, options.cross_layers, norms["cross"])
         self.mlp = MLP(width, options.hidden, norms["mlp"], norm_cfg.mlp_position, options.dropout, options.activation)

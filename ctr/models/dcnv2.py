@@ -45,7 +45,7 @@ class DCNV2(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: DCNV2Options, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         width = self.embed.num_fields * embed_dim
         self.structure = options.structure
         self.cross = CrossNetV2(width, options.cross_layers, norms["cross"], options.low_rank, options.num_experts)

@@ -37,7 +37,7 @@ class FinalMLP(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: FinalMLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         f = self.embed.num_fields
         self.gate1 = FeatureGating(f, embed_dim, options.gate_hidden) if options.use_gating else None
         self.gate2 = FeatureGating(f, embed_dim, options.gate_hidden) if options.use_gating else None

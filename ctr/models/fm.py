@@ -5,7 +5,7 @@ from torch import Tensor
 
 from ctr.config import NormConfig
 from ctr.data.schema import Batch, Schema
-from ctr.models.base import CTRModel, NoOptions, register_model
+from ctr.models.base import CTRModel, EmbeddingOptions, register_model
 from ctr.nn.embedding import FieldEmbedding, LinearTerm
 from ctr.nn.interaction import FM as FMInteraction
 from ctr.nn.norm import NormSpec
@@ -18,11 +18,11 @@ class FM(CTRModel):
     The numeric and categorical stage norms act on the embeddings before the pairwise term."""
 
     stages = ("numeric", "categorical")
-    Options = NoOptions
+    Options = EmbeddingOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: NoOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
+    def __init__(self, schema: Schema, embed_dim: int, options: EmbeddingOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         self.linear = LinearTerm(schema)
         self.fm = FMInteraction()
 

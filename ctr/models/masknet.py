@@ -46,7 +46,7 @@ class MaskNet(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: MaskNetOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         width = self.embed.num_fields * embed_dim
         self.parallel = options.structure == "parallel"
         args = (options.reduction_ratio, norms["mlp"], norm_cfg.mlp_position, options.dropout, options.activation)

@@ -23,7 +23,7 @@ class PNN(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: MLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         f = self.embed.num_fields
         self.inner = InnerProduct(f)
         self.mlp = MLP(f * embed_dim + self.inner.out_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position,

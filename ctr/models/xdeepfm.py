@@ -32,7 +32,7 @@ class XDeepFM(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: XDeepFMOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"])
+        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
         f = self.embed.num_fields
         self.linear = LinearTerm(schema)
         self.cin = CIN(f, embed_dim, options.cin_layers, norms["cin"])

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ctr.data.schema import Batch, Schema
+from ctr.errors import ConfigError
 from ctr.nn.norm import EmbeddingNorm, NormSpec, parse_norm
 
 EMBED_STD = 0.01
@@ -25,24 +26,28 @@ class FieldEmbedding(nn.Module):
         numeric: norm of the numeric stage (fields whose raw column is numeric), over (B, F_num, D).
         categorical: norm of the categorical stage, over (B, F_cat, D).
         sparse: produce sparse gradients for the id table (pair with a sparse-capable optimizer).
+        init_std: std of the normal init of every embedding parameter (``model.embed_init_std``); the stage norms
+            start their gains at it unless their spec sets ``init_gain``, so a norm keeps the stage's scale.
 
     One table with per-field offsets holds every id field, so a lookup is one gather whatever F is.
     """
 
     def __init__(self, schema: Schema, dim: int, numeric: NormSpec | str = "none",
-                 categorical: NormSpec | str = "none", sparse: bool = False) -> None:
+                 categorical: NormSpec | str = "none", sparse: bool = False, init_std: float = EMBED_STD) -> None:
         super().__init__()
+        if not init_std > 0:
+            raise ConfigError(f"model.embed_init_std must be > 0, got {init_std}")
         id_fields, dense_fields = schema.id_fields, schema.dense_fields
         self.dim = dim
         sizes = torch.tensor([f.vocab_size for f in id_fields], dtype=torch.long)
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (Fc,)
         self.table = nn.Embedding(max(int(sizes.sum()), 1), dim, sparse=sparse)
-        nn.init.normal_(self.table.weight, std=EMBED_STD)
+        nn.init.normal_(self.table.weight, std=init_std)
         fn = len(dense_fields)
         # dense parameters only when there are dense fields: DDP requires every parameter to get a gradient
-        self.dense_weight = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # v: (Fn, D)
-        self.dense_bias = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # b: (Fn, D)
-        self.dense_missing = nn.Parameter(torch.randn(fn, dim) * EMBED_STD) if fn else None  # m: (Fn, D)
+        self.dense_weight = nn.Parameter(torch.randn(fn, dim) * init_std) if fn else None  # v: (Fn, D)
+        self.dense_bias = nn.Parameter(torch.randn(fn, dim) * init_std) if fn else None  # b: (Fn, D)
+        self.dense_missing = nn.Parameter(torch.randn(fn, dim) * init_std) if fn else None  # m: (Fn, D)
         # id columns split by stage; dense fields are always numeric
         num_ids = [i for i, f in enumerate(id_fields) if f.source == "numeric"]
         cat_ids = [i for i, f in enumerate(id_fields) if f.source != "numeric"]
@@ -52,8 +57,8 @@ class FieldEmbedding(nn.Module):
         self.num_categorical = len(cat_ids)
         self.num_fields = self.num_numeric + self.num_categorical
         num_spec, cat_spec = parse_norm(numeric, "norm.numeric", True), parse_norm(categorical, "norm.categorical", True)
-        self.numeric_norm = EmbeddingNorm(num_spec, self.num_numeric, dim, EMBED_STD) if self.num_numeric else nn.Identity()
-        self.categorical_norm = EmbeddingNorm(cat_spec, self.num_categorical, dim, EMBED_STD) if self.num_categorical else nn.Identity()
+        self.numeric_norm = EmbeddingNorm(num_spec, self.num_numeric, dim, init_std) if self.num_numeric else nn.Identity()
+        self.categorical_norm = EmbeddingNorm(cat_spec, self.num_categorical, dim, init_std) if self.num_categorical else nn.Identity()
         self._contiguous_stages = num_ids == list(range(len(num_ids)))  # numeric ids come first: no gather needed
         # fast path: no dense fields, no stage norm -> the table lookup already is the (B, F, D) output
         self._plain = fn == 0 and self._contiguous_stages and num_spec.is_none and cat_spec.is_none
