@@ -75,6 +75,27 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def prepare_main(argv: Sequence[str] | None = None) -> int:
+    from ctr.config import load_config
+    from ctr.data.prepare import prepare_data
+
+    p = argparse.ArgumentParser(prog="python -m ctr.data.prepare", description=(
+        "Prepare (or find cached) data once, e.g. before several training runs; train.py reuses it when the "
+        "data options match."))
+    p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable); only data: is used")
+    p.add_argument("--data", help="raw Criteo-format file or a directory with train/valid/test files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. data.min_count=5")
+    args = p.parse_args(argv)
+    overrides = list(args.set) + ([f"data.path={json.dumps(args.data)}"] if args.data else [])
+    prepared = prepare_data(load_config(args.config, overrides).data)
+    schema = prepared.schema
+    print(f"prepared: {prepared.dir}")
+    print("rows: " + ", ".join(f"{s} {n:,}" for s, n in schema.rows.items()))
+    print(f"fields: {len(schema.fields)}, ids: {sum(f.vocab_size for f in schema.id_fields):,}")
+    print(f"bad rows skipped: {schema.bad_rows.get('count', 0):,}")
+    return 0
+
+
 def _write_predictions(path: Path, prob) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv

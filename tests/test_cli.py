@@ -129,3 +129,16 @@ def test_unwritable_cache_or_run_directory_is_one_line(tmp_path, raw):
     r = run("train.py", "--data", raw, "--out", blocker / "run", *FAST)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
     assert str(blocker / "run") in r.stderr
+
+
+def test_prepare_command_prepares_once_for_train(tmp_path, raw):
+    cache = tmp_path / "cache"
+    r = subprocess.run([sys.executable, "-m", "ctr.data.prepare", "--data", str(raw), "--set", "data.min_count=2",
+                        "--set", f"data.cache_dir={cache}"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    prepared = r.stdout.splitlines()[0].removeprefix("prepared: ")
+    assert Path(prepared).parent == cache and (Path(prepared) / "schema.json").is_file()
+    assert "rows: train 1" in r.stdout and "bad rows skipped: 0" in r.stdout
+    r = run("train.py", "--data", raw, "--out", tmp_path / "run", *FAST, "--set", f"data.cache_dir={cache}")
+    assert r.returncode == 0, r.stderr
+    assert f"data {prepared}" in r.stderr and [p.name for p in cache.iterdir()] == [Path(prepared).name]

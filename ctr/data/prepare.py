@@ -1,5 +1,7 @@
 """Raw Criteo text -> cached, encoded Parquet splits plus ``schema.json``.
 
+Command line: ``python -m ctr.data.prepare [--config FILE ...] [--data PATH] [--set data.KEY=VALUE ...]``.
+
 ``prepare_data(cfg)`` makes two streaming passes with bounded memory:
 
 1. **fit**: parse the raw file once (:func:`ctr.data.criteo.read_criteo`), assign each row to a split, factorize
@@ -501,3 +503,9 @@ def _bar(progress: bool, desc: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="rows", unit_scale=True, disable=not progress, file=sys.stderr, leave=False)
+
+
+if __name__ == "__main__":
+    from ctr.cli import prepare_main, run_cli
+
+    sys.exit(run_cli(prepare_main))
