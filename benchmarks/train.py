@@ -213,7 +213,7 @@ def loader(args) -> dict:
 def scale(args) -> dict:
     sizes = [int(x) for x in args.sizes.split(",")]
     rows = []
-    print("| rows | loading | samples/s | peak RSS MiB |\n|---|---|---|---|")
+    print("| rows | loading | embedding rows | samples/s | peak RSS MiB |\n|---|---|---|---|---|")
     for n in sizes:
         streaming = n == max(sizes) and len(sizes) > 1
         code = (f"import sys, json, tempfile; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
@@ -221,7 +221,8 @@ def scale(args) -> dict:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         r = json.loads(out.split("RESULT", 1)[1])
         rows.append(r)
-        print(f"| {n:,} | {'streaming' if streaming else 'in memory'} | {r['samples_per_sec']:,.0f} | {r['peak_rss_mib']:,.0f} |", flush=True)
+        print(f"| {n:,} | {'streaming' if streaming else 'in memory'} | {r['embedding_rows']:,} | {r['samples_per_sec']:,.0f} "
+              f"| {r['peak_rss_mib']:,.0f} |", flush=True)
     return {"benchmark": "scale", "steps": args.steps, "threads": torch.get_num_threads(), "rows": rows}
 
 
@@ -229,9 +230,12 @@ def scale_child(n: int, steps: int, streaming: bool) -> dict:
     """One size of :func:`scale`, in a fresh process."""
     cfg = load_config([], DEEPFM + [f"data.path={generated_file(n)}", "train.progress=false", f"train.max_steps={steps}",
                                     f"data.streaming={str(streaming).lower()}"])
-    r = train_run(cfg, Path(tempfile.mkdtemp(prefix="ctr_bench_scale_")))
+    out = Path(tempfile.mkdtemp(prefix="ctr_bench_scale_"))
+    r = train_run(cfg, out)
+    schema = json.loads((out / "schema.json").read_text())
     return {"rows": n, "streaming": streaming, "steps": steps, "samples_per_sec": r["train"]["samples_per_sec"],
-            "peak_rss_mib": peak_rss_mib(), "test_auc": r["test"]["auc"]}
+            "peak_rss_mib": peak_rss_mib(), "test_auc": r["test"]["auc"],
+            "embedding_rows": sum(f["vocab_size"] for f in schema["fields"])}
 
 
 def main() -> None:
