@@ -142,3 +142,15 @@ def test_prepare_command_prepares_once_for_train(tmp_path, raw):
     r = run("train.py", "--data", raw, "--out", tmp_path / "run", *FAST, "--set", f"data.cache_dir={cache}")
     assert r.returncode == 0, r.stderr
     assert f"data {prepared}" in r.stderr and [p.name for p in cache.iterdir()] == [Path(prepared).name]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_dense_adam_over_a_big_table_prints_the_sparse_hint(raw, tmp_path, monkeypatch, capsys, sparse):
+    from ctr.config import load_config
+    from ctr.train import run as run_module
+
+    monkeypatch.setattr(run_module, "SPARSE_HINT_ROWS", 10)  # the 20k-row file has a few thousand embedding rows
+    overrides = [a for a in FAST if a != "--set"] + [f"data.path={raw}", "train.max_steps=1", f"train.sparse_embeddings={sparse}"]
+    run_module.train_run(load_config([], overrides), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert ("hint: " in err and "embedding rows" in err and "train.sparse_embeddings=true" in err) == (not sparse)
