@@ -1,8 +1,11 @@
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ctr.config import ModelConfig, NormConfig, TrainConfig
-from ctr.data.schema import Field, Schema
+from ctr.data.schema import Batch, Field, Schema
 from ctr.models import build_model
 from ctr.train.optim import build_optimizer, lr_factor, param_roles
 
@@ -96,3 +99,25 @@ def test_sparse_embeddings_follow_the_schedule_and_reject_weight_decay():
     assert "sparse_embedding" in {g["role"] for g in opt.param_groups}
     with pytest.raises(ConfigError, match="SparseAdam"):
         build_optimizer(model, TrainConfig(embedding_weight_decay=1e-5))
+
+
+def test_fused_adam_with_role_groups_matches_plain_adam():
+    """The optimizer is torch's fused Adam on CPU; with per-role weight decay it takes the plain Adam steps."""
+    _, model = roles_of("ln")
+    ref = copy.deepcopy(model)
+    ours = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.1, embedding_weight_decay=0.01))
+    assert ours.optimizers[0].defaults["fused"]
+    decay = {"embedding": 0.01, "norm": 0.0, "weight": 0.1, "bias": 0.0}
+    ref_params = dict(ref.named_parameters())
+    plain = torch.optim.Adam([{"params": [ref_params[n] for n, _ in ps], "weight_decay": decay[role]}
+                              for role, ps in param_roles(model).items() if ps], lr=1e-2, foreach=False)
+    torch.manual_seed(1)
+    for _ in range(5):
+        ids = torch.stack([torch.randint(0, v, (32,)) for v in (5, 9, 4)], 1)
+        batch = Batch(ids, torch.randn(32, 1), torch.zeros(32, 1, dtype=torch.bool), torch.randint(0, 2, (32,)).float())
+        for m, opt in ((model, ours), (ref, plain)):
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(m(batch), batch.label).backward()
+            opt.step()
+    for name, a in model.named_parameters():
+        torch.testing.assert_close(a, ref_params[name], atol=1e-6, rtol=1e-5, msg=name)
