@@ -12,6 +12,8 @@
         --set overrides a config key of every run (e.g. --set "model.cin_layers=[100, 100]").
     python benchmarks/train.py gemm
         the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
+    python benchmarks/train.py adam [--table-rows 625460]
+        one Adam step over DeepFM's parameters (table of N x 16): default loop, foreach and fused (used by ctr).
     python benchmarks/train.py flops [--models deepfm,dcn,...] [--set KEY=VALUE ...]
         forward matrix-product FLOPs (mm, bmm, conv; not elementwise work) per sample of every model's default
         config (torch.utils.flop_counter on the 1M-row data's schema): why a model is slower than DeepFM per sample.
@@ -152,6 +154,26 @@ def gemm(args) -> dict:
     return res
 
 
+def adam(args) -> dict:
+    """Time one Adam step over DeepFM's parameters with an embedding table of ``--table-rows`` x 16: the default
+    per-parameter loop, foreach and fused implementations (ctr uses fused)."""
+    shapes = [(args.table_rows, 16), (39 * 16, 400), (400, 400), (400, 400), (400, 1)]
+    res = {"benchmark": "adam", "threads": torch.get_num_threads(), "shapes": shapes}
+    for name, kw in (("default", {}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        params = [torch.nn.Parameter(torch.randn(*s)) for s in shapes]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt = torch.optim.Adam(params, lr=1e-3, **kw)
+        for _ in range(3):
+            opt.step()
+        n, t0 = 20, time.perf_counter()
+        for _ in range(n):
+            opt.step()
+        res[name] = ms = (time.perf_counter() - t0) / n * 1e3
+        print(f"{name:8} {ms:7.2f} ms per step ({args.table_rows:,} x 16 table)")
+    return res
+
+
 def flops(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -240,7 +262,8 @@ def scale_child(n: int, steps: int, streaming: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compare", "models", "gemm", "flops", "loader", "scale"])
+    p.add_argument("what", choices=["compare", "models", "gemm", "adam", "flops", "loader", "scale"])
+    p.add_argument("--table-rows", type=int, default=625_460, help="adam: embedding rows (default: the 16M-row file's)")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--data")
     p.add_argument("--steps", type=int, default=60)
@@ -253,7 +276,8 @@ def main() -> None:
     p.add_argument("--json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="compare, models: config override for every run")
     args = p.parse_args()
-    res = {"compare": compare, "models": models, "gemm": gemm, "flops": flops, "loader": loader, "scale": scale}[args.what](args)
+    res = {"compare": compare, "models": models, "gemm": gemm, "adam": adam, "flops": flops, "loader": loader,
+           "scale": scale}[args.what](args)
     line = json.dumps(res)
     print(line)
     if args.json:
