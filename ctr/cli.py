@@ -76,7 +76,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:
-    from ctr.config import load_config
+    from ctr.config import load_data_config
     from ctr.data.prepare import prepare_data
 
     p = argparse.ArgumentParser(prog="python -m ctr.data.prepare", description=(
@@ -87,7 +87,7 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. data.min_count=5")
     args = p.parse_args(argv)
     overrides = list(args.set) + ([f"data.path={json.dumps(args.data)}"] if args.data else [])
-    prepared = prepare_data(load_config(args.config, overrides).data)
+    prepared = prepare_data(load_data_config(args.config, overrides))
     schema = prepared.schema
     print(f"prepared: {prepared.dir}")
     print("rows: " + ", ".join(f"{s} {n:,}" for s, n in schema.rows.items()))

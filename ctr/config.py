@@ -216,9 +216,8 @@ def _check_model_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_choices(cfg: RunConfig) -> None:
+    _check_data(cfg.data)
     choices = {
-        "data.numeric_transform": (cfg.data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
-        "data.on_bad_rows": (cfg.data.on_bad_rows, ("error", "skip")),
         "norm.mlp_position": (cfg.norm.mlp_position, ("pre_act", "post_act")),
         "norm.attention_position": (cfg.norm.attention_position, ("post", "pre")),
         "train.decay": (cfg.train.decay, ("none", "linear", "cosine")),
@@ -227,8 +226,6 @@ def _check_choices(cfg: RunConfig) -> None:
     for key, (value, valid) in choices.items():
         if value not in valid:
             raise ConfigError(f"config key '{key}' = {value!r} is not one of: {', '.join(valid)}")
-    if len(cfg.data.split) != 3 or any(s <= 0 for s in cfg.data.split):
-        raise ConfigError(f"config key 'data.split' must be three positive fractions, got {cfg.data.split}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be >= 1")
@@ -237,6 +234,18 @@ def _check_choices(cfg: RunConfig) -> None:
     from ctr.models import get_model  # validates every stage's norm, and that the model has the stage
 
     get_model(cfg.model.name).check_norms(cfg.norm)
+
+
+def _check_data(data: DataConfig) -> None:
+    choices = {
+        "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
+        "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
+    }
+    for key, (value, valid) in choices.items():
+        if value not in valid:
+            raise ConfigError(f"config key '{key}' = {value!r} is not one of: {', '.join(valid)}")
+    if len(data.split) != 3 or any(s <= 0 for s in data.split):
+        raise ConfigError(f"config key 'data.split' must be three positive fractions, got {data.split}")
 
 
 def merge(base: dict[str, Any], over: dict[str, Any], _path: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -310,6 +319,23 @@ def load_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> RunC
     if model_file.is_file():
         raw = merge(raw, read_yaml(model_file))
     return from_dict(merge(raw, user))
+
+
+def load_data_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> DataConfig:
+    """Only the ``data:`` section, resolved like :func:`load_config` (other sections of ``paths`` are ignored,
+    overrides must be ``data.*``), without importing models or torch: for data-only commands."""
+    base = CONFIG_DIR / "base.yaml"
+    raw = (read_yaml(base).get("data") or {}) if base.is_file() else {}
+    for p in paths:
+        raw = merge(raw, read_yaml(p).get("data") or {})
+    for o in overrides:
+        over = parse_override(o)
+        if set(over) != {"data"}:
+            raise ConfigError(f"only data.* keys can be set here, got {o.split('=', 1)[0]!r}")
+        raw = merge(raw, over["data"])
+    data = DataConfig(**check_fields(DataConfig, raw, "data."))
+    _check_data(data)
+    return data
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ctr.data.schema import Batch, Field, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Field, Schema
 
 VOCAB = {"I3": 5, "I4": 6, "C1": 7, "C2": 3, "C3": 11, "C4": 4}
 

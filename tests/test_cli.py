@@ -154,3 +154,12 @@ def test_dense_adam_over_a_big_table_prints_the_sparse_hint(raw, tmp_path, monke
     run_module.train_run(load_config([], overrides), tmp_path / "run")
     err = capsys.readouterr().err
     assert ("hint: " in err and "embedding rows" in err and "train.sparse_embeddings=true" in err) == (not sparse)
+
+
+def test_data_commands_do_not_import_torch(tmp_path, raw):
+    """Reading, generating and preparing data never import torch (1 s and ~290 MB): only tensors need it."""
+    code = ("import sys, ctr.data.generate, ctr.data.criteo, ctr.data.prepare, ctr.cli; "
+            f"sys.argv = ['prepare', '--data', {str(raw)!r}, '--set', 'data.cache_dir={tmp_path}', '--set', 'data.min_count=2']; "
+            "ctr.cli.prepare_main(None); assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr

@@ -1,6 +1,6 @@
 import pytest
 
-from ctr.config import load_config, parse_override
+from ctr.config import load_config, load_data_config, parse_override
 from ctr.errors import ConfigError
 
 
@@ -79,3 +79,16 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     f.write_text("train: {lr: 1e-3}\nnorm: {numeric: {name: ln, eps: 1e-6}}\n")
     cfg = load_config([f], ["norm.mlp={name: rms, eps: 1e-8}"])
     assert cfg.train.lr == 1e-3 and cfg.norm.numeric["eps"] == 1e-6 and cfg.norm.mlp["eps"] == 1e-8
+
+
+def test_data_config_alone_resolves_like_the_full_config(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("data:\n  min_count: 3\nmodel:\n  name: dcn\ntrain:\n  lr: 0.01\n")
+    sets = ["data.numeric_transform=log_standard", "data.split=[0.7, 0.2, 0.1]"]
+    assert load_data_config([f], sets) == load_config([f], sets).data
+    with pytest.raises(ConfigError, match="only data.* keys can be set here, got 'train.lr'"):
+        load_data_config([], ["train.lr=0.1"])
+    with pytest.raises(ConfigError, match="unknown config key 'data.min_cnt'"):
+        load_data_config([], ["data.min_cnt=3"])
+    with pytest.raises(ConfigError, match="data.on_bad_rows"):
+        load_data_config([], ["data.on_bad_rows=ignore"])

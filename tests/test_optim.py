@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from ctr.config import ModelConfig, NormConfig, TrainConfig
-from ctr.data.schema import Batch, Field, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Field, Schema
 from ctr.models import build_model
 from ctr.train.optim import build_optimizer, lr_factor, param_roles
 
@@ -64,7 +65,6 @@ def _step(model, opt, batch):
 
 
 def _one_id_batch(c1_id: int):
-    from ctr.data.schema import Batch
     ids = torch.tensor([[1, c1_id, 2], [3, c1_id, 1]])  # I2, C1, C2
     return Batch(ids, torch.tensor([[0.5], [1.5]]), torch.zeros(2, 1, dtype=torch.bool), torch.tensor([0.0, 1.0]))
 

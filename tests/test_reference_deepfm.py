@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from ctr.config import ModelConfig, NormConfig, TrainConfig
-from ctr.data.schema import Batch, Field, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Field, Schema
 from ctr.models import build_model
 from ctr.train.optim import build_optimizer
 

@@ -22,7 +22,7 @@ _EXPORTS = {
     "encode_raw": "prepare",
     "encode_source_split": "prepare",
     "prepare_data": "prepare",
-    "Batch": "schema",
+    "Batch": "batch",
     "Field": "schema",
     "Schema": "schema",
 }

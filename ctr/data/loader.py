@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ctr.data.schema import Batch, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Schema
 
 if TYPE_CHECKING:
     from ctr.data.encoders import EncodedBatch

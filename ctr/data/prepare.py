@@ -40,7 +40,7 @@ from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,10 +49,12 @@ import pyarrow.parquet as pq
 from ctr.config import DataConfig
 from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, prefetch, read_criteo
 from ctr.data.encoders import CriteoEncoder, EncodedBatch, FactorizedBatch, factorize_batch
-from ctr.data.loader import tensors_from_encoded
-from ctr.data.schema import Batch, Field, Schema
+from ctr.data.schema import Field, Schema
 from ctr.data.split import SPLITS, assign_splits, find_split_files
 from ctr.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported only where tensors are made (encode_raw)
+    from ctr.data.batch import Batch
 
 PREPARE_VERSION = 1  # bump when the prepared layout or an encoder changes: old caches are then ignored
 ROW_GROUP_ROWS = 1 << 16
@@ -463,6 +465,8 @@ def encode_raw(
     Raises:
         DataError: a bad row (with ``on_bad_rows="error"``), or no row with the Criteo layout.
     """
+    from ctr.data.loader import tensors_from_encoded
+
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     encoder = CriteoEncoder.from_fields(schema.fields)

@@ -7,7 +7,8 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from ctr.config import STAGES, ModelConfig, NormConfig
-from ctr.data.schema import Batch, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Schema
 from ctr.errors import ConfigError
 from ctr.nn.embedding import EMBED_STD
 from ctr.nn.norm import NormSpec, parse_norm

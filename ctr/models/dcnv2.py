@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from ctr.config import NormConfig
-from ctr.data.schema import Batch, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Schema
 from ctr.errors import ConfigError
 from ctr.models.base import CTRModel, MLPOptions, register_model
 from ctr.nn.cross import CrossNetV2

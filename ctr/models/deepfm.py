@@ -4,7 +4,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ctr.config import NormConfig
-from ctr.data.schema import Batch, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Schema
 from ctr.models.base import CTRModel, MLPOptions, register_model
 from ctr.nn.embedding import FieldEmbedding, LinearTerm
 from ctr.nn.interaction import FM

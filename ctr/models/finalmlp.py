@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ctr.config import NormConfig
-from ctr.data.schema import Batch, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Schema
 from ctr.models.base import CTRModel, MLPOptions, register_model
 from ctr.nn.embedding import FieldEmbedding
 from ctr.nn.gating import BilinearFusion, FeatureGating

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ctr.data.schema import Batch, Schema
+from ctr.data.batch import Batch
+from ctr.data.schema import Schema
 from ctr.errors import ConfigError
 from ctr.nn.norm import EmbeddingNorm, NormSpec, parse_norm
 
