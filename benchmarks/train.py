@@ -48,6 +48,7 @@ from ctr.config import load_config  # noqa: E402
 from ctr.data.generate import generate_criteo  # noqa: E402
 from ctr.data.loader import iterate_batches, load_split, stream_batches  # noqa: E402
 from ctr.data.prepare import prepare_data  # noqa: E402
+from ctr.data.schema import Schema  # noqa: E402
 from ctr.metrics import auc, logloss  # noqa: E402
 from ctr.models import build_model, get_model, list_models  # noqa: E402
 from ctr.train.optim import build_optimizer  # noqa: E402
@@ -254,10 +255,9 @@ def scale_child(n: int, steps: int, streaming: bool) -> dict:
                                     f"data.streaming={str(streaming).lower()}"])
     out = Path(tempfile.mkdtemp(prefix="ctr_bench_scale_"))
     r = train_run(cfg, out)
-    schema = json.loads((out / "schema.json").read_text())
     return {"rows": n, "streaming": streaming, "steps": steps, "samples_per_sec": r["train"]["samples_per_sec"],
             "peak_rss_mib": peak_rss_mib(), "test_auc": r["test"]["auc"],
-            "embedding_rows": sum(f["vocab_size"] for f in schema["fields"])}
+            "embedding_rows": Schema.from_json(out / "schema.json").id_rows}
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
     schema = prepared.schema
     print(f"prepared: {prepared.dir}")
     print("rows: " + ", ".join(f"{s} {n:,}" for s, n in schema.rows.items()))
-    print(f"fields: {len(schema.fields)}, ids: {sum(f.vocab_size for f in schema.id_fields):,}")
+    print(f"fields: {len(schema.fields)}, ids: {schema.id_rows:,}")
     print(f"bad rows skipped: {schema.bad_rows.get('count', 0):,}")
     return 0
 

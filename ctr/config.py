@@ -223,9 +223,7 @@ def _check_choices(cfg: RunConfig) -> None:
         "train.decay": (cfg.train.decay, ("none", "linear", "cosine")),
         "train.precision": (cfg.train.precision, ("fp32", "bf16", "fp16")),
     }
-    for key, (value, valid) in choices.items():
-        if value not in valid:
-            raise ConfigError(f"config key '{key}' = {value!r} is not one of: {', '.join(valid)}")
+    _check_one_of(choices)
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be >= 1")
@@ -236,14 +234,18 @@ def _check_choices(cfg: RunConfig) -> None:
     get_model(cfg.model.name).check_norms(cfg.norm)
 
 
-def _check_data(data: DataConfig) -> None:
-    choices = {
-        "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
-        "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
-    }
+def _check_one_of(choices: dict[str, tuple[Any, tuple[str, ...]]]) -> None:
+    """``{key: (value, valid values)}``: a value outside its valid values raises ConfigError naming the key."""
     for key, (value, valid) in choices.items():
         if value not in valid:
             raise ConfigError(f"config key '{key}' = {value!r} is not one of: {', '.join(valid)}")
+
+
+def _check_data(data: DataConfig) -> None:
+    _check_one_of({
+        "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
+        "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
+    })
     if len(data.split) != 3 or any(s <= 0 for s in data.split):
         raise ConfigError(f"config key 'data.split' must be three positive fractions, got {data.split}")
 

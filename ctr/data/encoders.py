@@ -96,13 +96,12 @@ class KeyIndex:
     def __init__(self, keys: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64)
         self.size = len(keys)
-        self._lo = int(keys.min()) if len(keys) else 0
-        span = int(keys.max()) - self._lo + 1 if len(keys) else 0
-        self.min_key = self._lo
+        self.min_key = int(keys.min()) if len(keys) else 0
+        span = int(keys.max()) - self.min_key + 1 if len(keys) else 0
         self._index: pd.Index | None = None
         if span <= 4 * len(keys) + 4096:
             self._table = np.full(span + 1, -1, dtype=np.int64)  # last entry: out of range
-            self._table[keys - self._lo] = np.arange(len(keys))
+            self._table[keys - self.min_key] = np.arange(len(keys))
         else:
             self._index = pd.Index(keys)
 
@@ -111,7 +110,7 @@ class KeyIndex:
         keys = np.asarray(keys, dtype=np.int64)
         if self._index is not None:
             return self._index.get_indexer(keys)
-        idx = keys - self._lo
+        idx = keys - self.min_key
         idx[(idx < 0) | (idx >= len(self._table))] = len(self._table) - 1
         return self._table[idx]
 

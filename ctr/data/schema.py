@@ -64,6 +64,11 @@ class Schema:
     def num_fields(self) -> int:
         return len(self.fields)
 
+    @property
+    def id_rows(self) -> int:
+        """Rows of all id fields' embedding tables together (sum of vocab sizes)."""
+        return sum(f.vocab_size for f in self.id_fields)
+
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))
 

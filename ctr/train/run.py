@@ -11,9 +11,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ctr.config import RunConfig, from_dict, read_yaml, save_config
+from ctr.data.batch import Batch
 from ctr.data.loader import iterate_batches, load_split, stream_batches
 from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data
-from ctr.data.batch import Batch
 from ctr.data.schema import Schema
 from ctr.errors import CTRError
 from ctr.models import build_model
@@ -65,9 +65,8 @@ def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {cfg.model.name}: {n_params:,} parameters on {device}; data {prepared.dir}")
-    id_rows = sum(f.vocab_size for f in schema.id_fields)
-    if id_rows >= SPARSE_HINT_ROWS and not tc.sparse_embeddings and not ctx.enabled:
-        log(f"hint: {id_rows:,} embedding rows; dense Adam updates all of them every step, "
+    if schema.id_rows >= SPARSE_HINT_ROWS and not tc.sparse_embeddings and not ctx.enabled:
+        log(f"hint: {schema.id_rows:,} embedding rows; dense Adam updates all of them every step, "
             "train.sparse_embeddings=true updates only a batch's rows (README: 1.42x faster at 2.44M rows)")
 
     if cfg.data.streaming:
