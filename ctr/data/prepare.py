@@ -249,15 +249,8 @@ def write_prepared(
     schema = Schema(
         fields=fields, config=options, source=source, rows=rows, bad_rows=report.to_dict()
     )
-    write_schema(schema, out / SCHEMA_FILE)
+    schema.to_json(out / SCHEMA_FILE)
     return schema
-
-
-def write_schema(schema: Schema, path: Path) -> None:
-    """What ``Schema.to_json`` writes, without ``dataclasses.asdict``'s deep copy of large vocabularies."""
-    d = {k: getattr(schema, k) for k in Schema.__dataclass_fields__}
-    d["fields"] = [{k: getattr(f, k) for k in Field.__dataclass_fields__} for f in schema.fields]
-    path.write_text(json.dumps(d, indent=1))
 
 
 # ----------------------------------------------------------------------------------------- intermediate file

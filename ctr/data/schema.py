@@ -7,7 +7,7 @@ Letters used in shape docs throughout the package:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,11 @@ class Schema:
         return sum(f.vocab_size for f in self.id_fields)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        """Write ``schema.json``: one line per field and per other key (json's fast encoder, no deep copy)."""
+        fields = [json.dumps({k: getattr(f, k) for k in Field.__dataclass_fields__}) for f in self.fields]
+        items = [f' "fields": [\n  ' + ",\n  ".join(fields) + "\n ]"]
+        items += [f" {json.dumps(k)}: {json.dumps(getattr(self, k))}" for k in self.__dataclass_fields__ if k != "fields"]
+        Path(path).write_text("{\n" + ",\n".join(items) + "\n}\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Schema":
