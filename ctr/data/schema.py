@@ -72,7 +72,7 @@ class Schema:
     def to_json(self, path: str | Path) -> None:
         """Write ``schema.json``: one line per field and per other key (json's fast encoder, no deep copy)."""
         fields = [json.dumps({k: getattr(f, k) for k in Field.__dataclass_fields__}) for f in self.fields]
-        items = [f' "fields": [\n  ' + ",\n  ".join(fields) + "\n ]"]
+        items = [' "fields": [\n  ' + ",\n  ".join(fields) + "\n ]"]
         items += [f" {json.dumps(k)}: {json.dumps(getattr(self, k))}" for k in self.__dataclass_fields__ if k != "fields"]
         Path(path).write_text("{\n" + ",\n".join(items) + "\n}\n")
 
