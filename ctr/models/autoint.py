@@ -9,9 +9,8 @@ from torch import Tensor, nn
 from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
-from ctr.models.base import CTRModel, EmbeddingOptions, register_model
+from ctr.models.base import CTRModel, EmbeddingOptions, field_embedding, register_model
 from ctr.nn.attention import SelfAttentionStack
-from ctr.nn.embedding import FieldEmbedding
 from ctr.nn.norm import NormSpec
 
 
@@ -38,7 +37,7 @@ class AutoInt(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: AutoIntOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         f = self.embed.num_fields
         self.attention = SelfAttentionStack(f, embed_dim, [options.attention_dim] * options.attention_layers,
                                             options.heads, norms["attention"], norm_cfg.attention_position,

@@ -10,7 +10,7 @@ from ctr.config import STAGES, ModelConfig, NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
 from ctr.errors import ConfigError
-from ctr.nn.embedding import EMBED_STD
+from ctr.nn.embedding import EMBED_STD, FieldEmbedding
 from ctr.nn.norm import NormSpec, parse_norm
 from ctr.registry import Registry
 
@@ -39,6 +39,11 @@ class EmbeddingOptions:
     """Options of every model with field embeddings."""
 
     embed_init_std: float = EMBED_STD  # std of the embedding init; embedding-stage norm gains start at it too
+
+
+def field_embedding(schema: Schema, embed_dim: int, norms: dict[str, NormSpec], options: EmbeddingOptions) -> FieldEmbedding:
+    """The field embedding of a model: its ``numeric`` and ``categorical`` norm stages, ``options.embed_init_std``."""
+    return FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
 
 
 @dataclass

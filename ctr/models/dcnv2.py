@@ -11,9 +11,8 @@ from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
 from ctr.errors import ConfigError
-from ctr.models.base import CTRModel, MLPOptions, register_model
+from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.cross import CrossNetV2
-from ctr.nn.embedding import FieldEmbedding
 from ctr.nn.mlp import MLP
 from ctr.nn.norm import NormSpec
 
@@ -46,7 +45,7 @@ class DCNV2(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: DCNV2Options, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         width = self.embed.num_fields * embed_dim
         self.structure = options.structure
         self.cross = CrossNetV2(width, options.cross_layers, norms["cross"], options.low_rank, options.num_experts)

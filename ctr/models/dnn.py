@@ -6,8 +6,7 @@ from torch import Tensor
 from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
-from ctr.models.base import CTRModel, MLPOptions, register_model
-from ctr.nn.embedding import FieldEmbedding
+from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.mlp import MLP
 from ctr.nn.norm import NormSpec
 
@@ -22,7 +21,7 @@ class DNN(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: MLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         self.mlp = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position,
                        options.dropout, options.activation, out_dim=1)
 

@@ -11,8 +11,8 @@ from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
 from ctr.errors import ConfigError
-from ctr.models.base import CTRModel, MLPOptions, register_model
-from ctr.nn.embedding import FieldEmbedding, LinearTerm
+from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.nn.embedding import LinearTerm
 from ctr.nn.interaction import BILINEAR_TYPES, Bilinear, SENet
 from ctr.nn.mlp import MLP
 from ctr.nn.norm import NormSpec
@@ -42,7 +42,7 @@ class FiBiNET(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: FiBiNETOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         f = self.embed.num_fields
         self.linear = LinearTerm(schema)
         self.senet = SENet(f, options.reduction_ratio)

@@ -8,8 +8,7 @@ from torch import Tensor
 from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
-from ctr.models.base import CTRModel, MLPOptions, register_model
-from ctr.nn.embedding import FieldEmbedding
+from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.gating import BilinearFusion, FeatureGating
 from ctr.nn.mlp import MLP
 from ctr.nn.norm import NormSpec
@@ -38,7 +37,7 @@ class FinalMLP(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: FinalMLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         f = self.embed.num_fields
         self.gate1 = FeatureGating(f, embed_dim, options.gate_hidden) if options.use_gating else None
         self.gate2 = FeatureGating(f, embed_dim, options.gate_hidden) if options.use_gating else None

@@ -6,8 +6,8 @@ from torch import Tensor
 from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
-from ctr.models.base import CTRModel, EmbeddingOptions, register_model
-from ctr.nn.embedding import FieldEmbedding, LinearTerm
+from ctr.models.base import CTRModel, EmbeddingOptions, field_embedding, register_model
+from ctr.nn.embedding import LinearTerm
 from ctr.nn.interaction import FM as FMInteraction
 from ctr.nn.norm import NormSpec
 
@@ -23,7 +23,7 @@ class FM(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: EmbeddingOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         self.linear = LinearTerm(schema)
         self.fm = FMInteraction()
 

@@ -11,8 +11,7 @@ from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
 from ctr.errors import ConfigError
-from ctr.models.base import CTRModel, MLPOptions, register_model
-from ctr.nn.embedding import FieldEmbedding
+from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.gating import MaskBlock
 from ctr.nn.mlp import MLP
 from ctr.nn.norm import NormSpec
@@ -47,7 +46,7 @@ class MaskNet(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: MaskNetOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         width = self.embed.num_fields * embed_dim
         self.parallel = options.structure == "parallel"
         args = (options.reduction_ratio, norms["mlp"], norm_cfg.mlp_position, options.dropout, options.activation)

@@ -9,9 +9,9 @@ from torch import Tensor, nn
 from ctr.config import NormConfig
 from ctr.data.batch import Batch
 from ctr.data.schema import Schema
-from ctr.models.base import CTRModel, MLPOptions, register_model
+from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.cin import CIN
-from ctr.nn.embedding import FieldEmbedding, LinearTerm
+from ctr.nn.embedding import LinearTerm
 from ctr.nn.mlp import MLP
 from ctr.nn.norm import NormSpec
 
@@ -33,7 +33,7 @@ class XDeepFM(CTRModel):
 
     def __init__(self, schema: Schema, embed_dim: int, options: XDeepFMOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
         super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = FieldEmbedding(schema, embed_dim, norms["numeric"], norms["categorical"], init_std=options.embed_init_std)
+        self.embed = field_embedding(schema, embed_dim, norms, options)
         f = self.embed.num_fields
         self.linear = LinearTerm(schema)
         self.cin = CIN(f, embed_dim, options.cin_layers, norms["cin"])
