@@ -8,8 +8,9 @@ reading costs under prepare's constraint of never holding the file; shown for co
 uncounted, then ``--repeats`` times back to back; times are the best of those. On the VM these figures come
 from, a process that allocates much fresh memory right after another process (``read_csv`` holds the whole
 table: 1 GB per 1M rows) is often 2-3x slower than its warm runs, so interleaving read and prepare runs would
-flatter prepare; warm best-of times compare the two pieces of work. Peak RSS is the child's ``VmHWM`` (the
-largest over the counted runs). ``ratio`` is prepare speed / read_csv speed (>= 0.5 is the target),
+flatter prepare; warm best-of times compare the two pieces of work. CPU seconds (user + system, all threads)
+are those of the best-timed run: how much work each mode does, whatever its parallelism. Peak RSS is the child's
+``VmHWM`` (the largest over the counted runs). ``ratio`` is prepare speed / read_csv speed (>= 0.5 is the target),
 ``ratio_stream`` prepare speed / streaming-read speed; ``rss_growth`` is prepare's peak RSS at the largest N over the
 smallest.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,21 +52,27 @@ def child(mode: str, path: str, cache: str) -> None:
 
         options = dict(read_options=pacsv.ReadOptions(autogenerate_column_names=True),
                        parse_options=pacsv.ParseOptions(delimiter="\t"))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         if mode == "read":
             rows = pacsv.read_csv(path, **options).num_rows
         else:
             rows = sum(batch.num_rows for batch in pacsv.open_csv(path, **options))
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     else:
         from ctr.config import DataConfig
         from ctr.data.prepare import prepare_data
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         prepared = prepare_data(DataConfig(path=path, cache_dir=cache), progress=False)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         rows = sum(prepared.schema.rows.values())
-    print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mib": peak_rss_mib()}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "peak_rss_mib": peak_rss_mib()}))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    t = os.times()
+    return t.user + t.system
 
 
 def measure(mode: str, path: Path, repeats: int) -> dict[str, float]:
@@ -122,16 +130,19 @@ def main() -> None:
             "prepare_s": round(prep["seconds"], 3),
             "prepare_rows_per_s": round(n / prep["seconds"]),
             "prepare_peak_rss_mib": round(prep["peak_rss_mib"], 1),
+            "read_cpu_s": round(read["cpu_seconds"], 3),
+            "stream_cpu_s": round(stream["cpu_seconds"], 3),
+            "prepare_cpu_s": round(prep["cpu_seconds"], 3),
             "ratio": round(read["seconds"] / prep["seconds"], 3),
             "ratio_stream": round(stream["seconds"] / prep["seconds"], 3),
         })
     print(f"{'rows':>10} {'read s':>7} {'stream s':>8} {'prep s':>7} {'prep rows/s':>12} {'ratio':>6} {'ratio_stream':>12} "
-          f"{'RSS MiB: read':>13} {'stream':>7} {'prep':>7}")
+          f"{'RSS MiB: read':>13} {'stream':>7} {'prep':>7} {'CPU s: read':>11} {'stream':>7} {'prep':>7}")
     for r in results:
         print(
             f"{r['rows']:>10,} {r['read_s']:>7.3f} {r['stream_s']:>8.3f} {r['prepare_s']:>7.3f} {r['prepare_rows_per_s']:>12,} "
             f"{r['ratio']:>6.2f} {r['ratio_stream']:>12.2f} {r['read_peak_rss_mib']:>13.1f} {r['stream_peak_rss_mib']:>7.1f} "
-            f"{r['prepare_peak_rss_mib']:>7.1f}"
+            f"{r['prepare_peak_rss_mib']:>7.1f} {r['read_cpu_s']:>11.3f} {r['stream_cpu_s']:>7.3f} {r['prepare_cpu_s']:>7.3f}"
         )
     summary = {"results": results}
     if len(results) > 1:
