@@ -204,6 +204,16 @@ def test_value_counter_merges_exactly() -> None:
     np.testing.assert_array_equal(counts[order], want_counts)
 
 
+def test_value_counter_counts_stay_exact_when_large() -> None:
+    counter = ValueCounter()
+    big = (1 << 40) + 1  # not representable in float32: a lossy merge would round it
+    for _ in range(3):
+        counter.add_counts(np.array([7, 2**62], dtype=np.int64), np.array([big, 1], dtype=np.int64))
+        counter._merge()
+    keys, counts = counter.result()
+    assert dict(zip(keys.tolist(), counts.tolist())) == {7: 3 * big, 2**62: 3}
+
+
 def test_key_index_lookup() -> None:
     for keys in (np.array([5, -2, 9]), np.array([2**60, -(2**61), 17])):  # a direct table, a hash index
         index = KeyIndex(keys)
