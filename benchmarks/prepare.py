@@ -18,6 +18,7 @@ Command::
 
     python benchmarks/prepare.py                      # N = 1M and 4M, 3 repeats, files in /tmp/ctr_bench
     python benchmarks/prepare.py --rows 1000000 --repeats 5 --dir /data/bench
+    python benchmarks/prepare.py --rows 1000000 --decimal-categories   # categorical values of 1-7 characters
 """
 from __future__ import annotations
 
@@ -96,12 +97,28 @@ def measure(mode: str, path: Path, repeats: int) -> dict[str, float]:
     return best
 
 
+def decimal_categories(path: Path) -> Path:
+    """The same rows with each categorical value written as a decimal number below 10**7 (cached beside ``path``)."""
+    out = path.with_name(path.stem + "_decimal.txt")
+    if not out.exists():
+        print(f"writing {out} ...", file=sys.stderr)
+        with open(path) as src, open(out.with_suffix(".tmp"), "w") as dst:
+            for line in src:
+                cells = line.rstrip("\n").split("\t")
+                cells[14:] = [str(int(c, 16) % 10_000_000) if c else "" for c in cells[14:]]
+                dst.write("\t".join(cells) + "\n")
+        out.with_suffix(".tmp").rename(out)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/ctr_bench", help="where generated files are kept")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--decimal-categories", action="store_true",
+                        help="write the categorical values as decimal numbers (1-7 characters) instead of 8 hex digits")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "PATH", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -116,6 +133,8 @@ def main() -> None:
         if not path.exists():
             print(f"generating {path} ...", file=sys.stderr)
             generate_criteo(path, n, seed=args.seed)
+        if args.decimal_categories:
+            path = decimal_categories(path)
         read = measure("read", path, args.repeats)
         stream = measure("stream", path, args.repeats)
         prep = measure("prepare", path, args.repeats)

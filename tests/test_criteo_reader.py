@@ -5,6 +5,7 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from conftest import CRITEO_ROWS, write_rows
@@ -167,6 +168,29 @@ def test_odd_categorical_values_round_trip(tmp_path: Path, criteo_lines: list[st
     (b,), _ = read_all(write_rows(tmp_path / "t.txt", lines), codec=codec)
     assert [codec.text_of(k) for k in b.cats[3, :3]] == [criteo_lines[0].split("\t")[17], "short", "a-much-longer-value"]
     assert codec.keys_of(["short", "a-much-longer-value"]).tolist() == b.cats[3, 1:3].tolist()
+
+
+def test_key_codec_round_trips_values_of_every_length() -> None:
+    """Keys are injective and decode back, whatever the length and bytes: empty, short (1-7 bytes, NULs and
+    control bytes included), 8 bytes (also ending in a byte < 8, which takes a table key), longer, non-UTF-8."""
+    rng = np.random.default_rng(0)
+    pool = [b"", b"a", b"ab\x00", b"\x00", b"1234567", b"deadbeef", b"1234567\x07", b"1234567\x08", b"\xff\xfe",
+            b"a-much-longer-value", b"12345678" * 3]
+    pool += [bytes(rng.integers(0, 256, n).astype(np.uint8)) for n in rng.integers(1, 20, 200)]
+    values = [pool[i] for i in rng.integers(0, len(pool), 3000)]
+    codec = KeyCodec()
+    arr = pa.array([b"zzzz"] * 7 + values, pa.binary()).slice(7)  # a non-zero array offset
+    keys = codec.encode(arr)
+    texts = [v.decode("utf-8", "surrogateescape") for v in values]
+    assert [codec.text_of(k) for k in keys] == texts
+    assert codec.texts_of(keys) == texts
+    assert codec.keys_of(texts).tolist() == keys.tolist()
+    by_value = dict(zip(values, keys.tolist()))
+    assert len(set(by_value.values())) == len(by_value)  # distinct values, distinct keys
+    assert by_value[b""] == 0 and all(k != 0 for v, k in by_value.items() if v)
+    top = {v: (k & 0xFFFFFFFFFFFFFFFF) >> 56 for v, k in by_value.items()}
+    assert top[b"ab\x00"] == 3 and top[b"1234567"] == 7  # short values: their length on top
+    assert top[b"1234567\x07"] == 0 and top[b"a-much-longer-value"] == 0 and top[b"1234567\x08"] == 8
 
 
 def test_missing_and_empty_files(tmp_path: Path) -> None:

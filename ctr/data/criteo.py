@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ctr.errors import DataError
@@ -31,6 +32,8 @@ MAX_EXAMPLES = 10  # bad rows kept (with line numbers and reasons) in a skip rep
 MIN_BATCH_ROWS = 1 << 16  # pyarrow record batches are coalesced into batches of at least this many rows
 _MAX_DIGITS = 18  # longer integer cells are checked against the int64 range one by one
 _TOP_BYTE = np.uint64(56)
+_MIN_TOP = np.uint64(8)  # top byte of a key: 0 table, 1-7 length of a short value, >= 8 an 8-byte value
+_LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)  # masks of the low n bytes
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
@@ -93,10 +96,12 @@ def format_problem(file: str, line: int, column: str | None, reason: str) -> str
 class KeyCodec:
     """Maps categorical values to int64 keys and back, vectorised.
 
-    A value of exactly 8 bytes (every Criteo hash) is its own key: the bytes read as a little-endian integer,
-    which is never 0 and never has a zero top byte for text. Other values (any length, rare in Criteo) get
-    small keys from a table that grows as they are met. The empty value (missing) is key 0. Keys are only
-    meaningful within one process; what is saved is :meth:`text_of`.
+    The key of a value is its bytes where that fits: a value of exactly 8 bytes (every Criteo hash) whose last
+    byte is not a control character (>= 8) is its own key, the bytes read as a little-endian integer; a value
+    of 1 to 7 bytes is its bytes in the low 7 bytes with its length in the top byte. Other values (longer, or
+    8 bytes ending in a byte < 8) get small keys (top byte 0) from a table that grows as they are met; each
+    distinct one is looked up once per call. The empty value (missing) is key 0. Table keys are only meaningful
+    within one process; what is saved is :meth:`text_of`.
     """
 
     def __init__(self) -> None:
@@ -113,13 +118,18 @@ class KeyCodec:
         n8 = int(np.count_nonzero(eight))
         if n8 == np.count_nonzero(lengths) and offsets[-1] - start == 8 * n8:  # only 8-byte and empty cells
             keys[eight] = np.frombuffer(data, dtype="<u8", count=n8, offset=start)
-        elif n8:
-            keys[eight] = _unaligned_u64(data)[offsets[:-1][eight]]
-        odd = (lengths > 0) & ~eight
-        if n8:
-            odd |= eight & ((keys >> _TOP_BYTE) == 0)
-        for i in np.flatnonzero(odd):
-            keys[i] = self._odd_key(bytes(data[offsets[i] : offsets[i + 1]]))
+            odd = eight & ((keys >> _TOP_BYTE) < _MIN_TOP) if n8 else None
+        else:
+            fits = (lengths > 0) & (lengths <= 8)
+            value = _unaligned_u64(data)[offsets[:-1][fits]] & _LOW_BYTES[lengths[fits]]
+            length = lengths[fits].astype(np.uint64)
+            keys[fits] = np.where(length == 8, value, value | (length << _TOP_BYTE))
+            odd = (lengths > 8) | (eight & ((keys >> _TOP_BYTE) < _MIN_TOP))
+        if odd is not None and odd.any():
+            rows = np.flatnonzero(odd)
+            coded = pc.dictionary_encode(arr.take(pa.array(rows)))
+            distinct = np.array([self._odd_key(v) for v in coded.dictionary.to_pylist()], dtype=np.uint64)
+            keys[rows] = distinct[coded.indices.to_numpy()]
         return keys.view(np.int64)
 
     def _odd_key(self, value: bytes) -> int:
@@ -134,7 +144,9 @@ class KeyCodec:
         raw = text.encode("utf-8", "surrogateescape")
         if not raw:
             return 0
-        if len(raw) == 8 and raw[-1] != 0:
+        if len(raw) < 8:
+            return (len(raw) << 56) | int.from_bytes(raw, "little")
+        if len(raw) == 8 and raw[-1] >= _MIN_TOP:
             return int(np.frombuffer(raw, dtype="<u8")[0].view(np.int64))
         return self._odd_key(raw)
 
@@ -143,15 +155,18 @@ class KeyCodec:
         blob = "".join(texts).encode("utf-8", "surrogateescape")
         if len(blob) == 8 * len(texts) and all(len(t) == 8 for t in texts):
             keys = np.frombuffer(blob, dtype="<u8").copy()
-            if np.all((keys >> _TOP_BYTE) != 0):
+            if np.all((keys >> _TOP_BYTE) >= _MIN_TOP):
                 return keys.view(np.int64)
         return np.array([self.key_of(t) for t in texts], dtype=np.int64)
 
     def text_of(self, key: int) -> str:
         """The value of one key, as text that survives JSON (undecodable bytes become surrogate escapes)."""
         key = int(key) & 0xFFFFFFFFFFFFFFFF
-        if key >> 56 == 0:
+        top = key >> 56
+        if top == 0:
             raw = self._odd_values[key - 1] if key else b""
+        elif top < _MIN_TOP:
+            raw = key.to_bytes(8, "little")[:top]
         else:
             raw = key.to_bytes(8, "little")
         return raw.decode("utf-8", "surrogateescape")
@@ -159,7 +174,7 @@ class KeyCodec:
     def texts_of(self, keys: np.ndarray) -> list[str]:
         """:meth:`text_of` for many keys; the 8-byte ones decoded in one go."""
         keys = np.asarray(keys, dtype=np.int64)
-        if keys.size and np.all((keys.view(np.uint64) >> _TOP_BYTE) != 0):
+        if keys.size and np.all((keys.view(np.uint64) >> _TOP_BYTE) >= _MIN_TOP):
             blob = keys.astype("<i8").tobytes()
             return [blob[i : i + 8].decode("utf-8", "surrogateescape") for i in range(0, len(blob), 8)]
         return [self.text_of(k) for k in keys]

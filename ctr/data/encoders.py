@@ -1,9 +1,9 @@
 """Per-field encoders, fitted on train rows only: ``partial_fit`` on batches, ``finish``, then ``transform``.
 
-Every id field uses the same id layout: ``OOV_ID`` (0) for values unseen in train or seen fewer than
-``min_count`` times, ``MISSING_ID`` (1) for an empty cell, then ``FIRST_ID`` (2) onwards for the vocabulary in
-order of decreasing train frequency (ties by value). Fitted statistics live in ``Field.stats`` (JSON-able), so
-:meth:`CriteoEncoder.from_fields` rebuilds the exact transform from a saved schema.
+Every id field uses the same id layout: ``OOV_ID`` (0) for values unseen in train or seen fewer than ``min_count``
+times, ``MISSING_ID`` (1) for an empty cell, then ``FIRST_ID`` (2) onwards for the vocabulary in order of decreasing
+train frequency (ties by key: the number, or for categorical values their KeyCodec key). Fitted statistics live in
+``Field.stats`` (JSON-able), so :meth:`CriteoEncoder.from_fields` rebuilds the exact transform from a saved schema.
 
 Numeric transforms (``data.numeric_transform``), registered in ``NUMERIC_TRANSFORMS``:
     log2_bucket: ``floor(ln(x) ** 2)`` for ``x > 2``, else ``x`` itself (0, 1, 2 and negatives such as -1),

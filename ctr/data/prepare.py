@@ -56,7 +56,7 @@ from ctr.errors import DataError
 if TYPE_CHECKING:  # torch is imported only where tensors are made (encode_raw)
     from ctr.data.batch import Batch
 
-PREPARE_VERSION = 1  # bump when the prepared layout or an encoder changes: old caches are then ignored
+PREPARE_VERSION = 2  # bump when the prepared layout or an encoder changes: old caches are then ignored
 ROW_GROUP_ROWS = 1 << 16
 FINGERPRINT_BYTES = 1 << 20
 SCHEMA_FILE = "schema.json"
