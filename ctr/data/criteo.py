@@ -34,6 +34,7 @@ _MAX_DIGITS = 18  # longer integer cells are checked against the int64 range one
 _TOP_BYTE = np.uint64(56)
 _MIN_TOP = np.uint64(8)  # top byte of a key: 0 table, 1-7 length of a short value, >= 8 an 8-byte value
 _LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)  # masks of the low n bytes
+_SHORT_TOP = np.array([n << 56 if 0 < n < 8 else 0 for n in range(9)], dtype=np.uint64)  # a short value's length
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
@@ -119,11 +120,11 @@ class KeyCodec:
         if n8 == np.count_nonzero(lengths) and offsets[-1] - start == 8 * n8:  # only 8-byte and empty cells
             keys[eight] = np.frombuffer(data, dtype="<u8", count=n8, offset=start)
             odd = eight & ((keys >> _TOP_BYTE) < _MIN_TOP) if n8 else None
-        else:
-            fits = (lengths > 0) & (lengths <= 8)
-            value = _unaligned_u64(data)[offsets[:-1][fits]] & _LOW_BYTES[lengths[fits]]
-            length = lengths[fits].astype(np.uint64)
-            keys[fits] = np.where(length == 8, value, value | (length << _TOP_BYTE))
+        else:  # every cell at once: its first 8 bytes, cut to its length, with a short value's length on top
+            upto8 = np.minimum(lengths, 8)
+            keys = np.take(_unaligned_u64(data), offsets[:-1])  # take: 2x faster than [] on this strided view
+            keys &= _LOW_BYTES.take(upto8)
+            keys |= _SHORT_TOP.take(upto8)
             odd = (lengths > 8) | (eight & ((keys >> _TOP_BYTE) < _MIN_TOP))
         if odd is not None and odd.any():
             rows = np.flatnonzero(odd)
@@ -181,9 +182,10 @@ class KeyCodec:
 
 
 def _unaligned_u64(data: np.ndarray) -> np.ndarray:
-    """A uint64 view of ``data`` starting at every byte (so ``view[i]`` is bytes ``i .. i + 7``)."""
+    """A uint64 view of ``data`` starting at every byte and at its end (so ``view[i]`` is bytes ``i .. i + 7``,
+    zero-padded)."""
     padded = np.concatenate([data, np.zeros(8, np.uint8)])
-    return np.ndarray(shape=(len(data),), dtype="<u8", buffer=padded, strides=(1,))
+    return np.ndarray(shape=(len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
 
 
 def binary_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
