@@ -2,7 +2,8 @@
 
 A raw Criteo file (Kaggle ``train.txt``, Criteo 1TB ``day_N``) has no header; each line is
 ``label \\t I1 .. I13 \\t C1 .. C26``: a 0/1 click label, 13 integer counts and 26 categorical values (32-bit
-hashes written as 8 hex characters). An empty cell is a missing value. Files may be gzip-compressed (``.gz``).
+hashes written as 8 hex characters; values of any other length work as well, see :class:`KeyCodec`). An empty
+cell is a missing value. Files may be gzip-compressed (``.gz``).
 """
 from __future__ import annotations
 
