@@ -99,13 +99,15 @@ def measure(mode: str, path: Path, repeats: int) -> dict[str, float]:
 
 def decimal_categories(path: Path) -> Path:
     """The same rows with each categorical value written as a decimal number below 10**7 (cached beside ``path``)."""
+    from ctr.data.criteo import NUM_INT
+
     out = path.with_name(path.stem + "_decimal.txt")
     if not out.exists():
         print(f"writing {out} ...", file=sys.stderr)
         with open(path) as src, open(out.with_suffix(".tmp"), "w") as dst:
             for line in src:
                 cells = line.rstrip("\n").split("\t")
-                cells[14:] = [str(int(c, 16) % 10_000_000) if c else "" for c in cells[14:]]
+                cells[1 + NUM_INT :] = [str(int(c, 16) % 10_000_000) if c else "" for c in cells[1 + NUM_INT :]]
                 dst.write("\t".join(cells) + "\n")
         out.with_suffix(".tmp").rename(out)
     return out

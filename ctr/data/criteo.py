@@ -115,19 +115,19 @@ class KeyCodec:
         offsets, data = binary_buffers(arr)
         lengths = np.diff(offsets)
         start = offsets[0]
-        keys = np.zeros(len(lengths), dtype=np.uint64)
         eight = lengths == 8
         n8 = int(np.count_nonzero(eight))
         if n8 == np.count_nonzero(lengths) and offsets[-1] - start == 8 * n8:  # only 8-byte and empty cells
+            keys = np.zeros(len(lengths), dtype=np.uint64)
             keys[eight] = np.frombuffer(data, dtype="<u8", count=n8, offset=start)
-            odd = eight & ((keys >> _TOP_BYTE) < _MIN_TOP) if n8 else None
+            odd = eight & ((keys >> _TOP_BYTE) < _MIN_TOP)
         else:  # every cell at once: its first 8 bytes, cut to its length, with a short value's length on top
             upto8 = np.minimum(lengths, 8)
             keys = np.take(_unaligned_u64(data), offsets[:-1])  # take: 2x faster than [] on this strided view
             keys &= _LOW_BYTES.take(upto8)
             keys |= _SHORT_TOP.take(upto8)
             odd = (lengths > 8) | (eight & ((keys >> _TOP_BYTE) < _MIN_TOP))
-        if odd is not None and odd.any():
+        if odd.any():
             rows = np.flatnonzero(odd)
             coded = pc.dictionary_encode(arr.take(pa.array(rows)))
             distinct = np.array([self._odd_key(v) for v in coded.dictionary.to_pylist()], dtype=np.uint64)
