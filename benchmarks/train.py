@@ -48,7 +48,7 @@ from ctr.config import load_config  # noqa: E402
 from ctr.data.generate import generate_criteo  # noqa: E402
 from ctr.data.loader import iterate_batches, load_split, stream_batches  # noqa: E402
 from ctr.data.prepare import prepare_data  # noqa: E402
-from ctr.data.schema import Schema  # noqa: E402
+from ctr.types import Schema  # noqa: E402
 from ctr.metrics import auc, logloss  # noqa: E402
 from ctr.models import build_model, get_model, list_models  # noqa: E402
 from ctr.train.optim import build_optimizer  # noqa: E402

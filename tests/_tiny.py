@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ctr.data.batch import Batch
-from ctr.data.schema import Field, Schema
+from ctr.types import Batch, Field, Schema
 
 VOCAB = {"I3": 5, "I4": 6, "C1": 7, "C2": 3, "C3": 11, "C4": 4}
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctr.ablate import main
+from ctr.ablation.__main__ import main
 from ctr.ablation.runner import run_ablation
 from ctr.cli import run_cli
 

@@ -11,7 +11,7 @@ from ctr.config import DataConfig
 from ctr.data import prepare as prepare_module
 from ctr.data.loader import iterate_batches, load_split, shard_indices, stream_batches
 from ctr.data.prepare import PreparedData, prepare_data
-from ctr.data.batch import Batch
+from ctr.types import Batch
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from ctr.data.criteo import COLUMNS, KeyCodec
 from ctr.data.encoders import FIRST_ID, MISSING_ID, OOV_ID, KeyIndex, ValueCounter, log2_bucket
 from ctr.data.loader import load_split
 from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data
-from ctr.data.schema import Schema
+from ctr.types import Schema
 from ctr.data.split import assign_splits, find_split_files
 from ctr.errors import DataError
 

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ctr.config import ModelConfig, NormConfig, TrainConfig
-from ctr.data.batch import Batch
-from ctr.data.schema import Field, Schema
+from ctr.types import Batch, Field, Schema
 from ctr.models import build_model
 from ctr.train.optim import build_optimizer
 

@@ -1,4 +1,4 @@
 """Norm-placement ablations: grid expansion (``grid``), runs (``runner``), statistics (``stats``), report (``report``).
 
-Entry point: ``python -m ctr.ablate CONFIG [--out DIR] [--workers N] [--data PATH]``.
+Entry point: ``python -m ctr.ablation CONFIG [--out DIR] [--workers N] [--data PATH]``.
 """

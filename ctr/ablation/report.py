@@ -384,7 +384,7 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
     lines = [f"# Ablation: {name}", ""]
     if spec.path:
         lines += [f"Config `{spec.path}`; reproduce (finished runs are reused): "
-                  f"`python -m ctr.ablate {spec.path} --out {out}`", ""]
+                  f"`python -m ctr.ablation {spec.path} --out {out}`", ""]
     n_base = sum(c.is_baseline for c in plan.cells)
     lines += [f"- cells: {len(plan.cells)} ({n_base} baseline{'s' if n_base != 1 else ''}), "
               f"seeds: {', '.join(map(str, spec.seeds))}, runs: {len(runs)} "

@@ -1,4 +1,4 @@
-"""Criteo data: reading raw files, fitting encoders on train, cached Parquet preparation and tensor batches.
+"""Data: reading raw files, fitting encoders on train, cached Parquet preparation and tensor batches.
 
 Submodules are imported on first use (``ctr.data.prepare_data`` etc.), so ``python -m ctr.data.generate`` and
 code that only needs the reader do not import torch.
@@ -22,9 +22,6 @@ _EXPORTS = {
     "encode_raw": "prepare",
     "encode_source_split": "prepare",
     "prepare_data": "prepare",
-    "Batch": "batch",
-    "Field": "schema",
-    "Schema": "schema",
 }
 __all__ = sorted(_EXPORTS)
 

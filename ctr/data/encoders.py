@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ctr.data.criteo import CAT_COLUMNS, INT_COLUMNS, KeyCodec, RawBatch
-from ctr.data.schema import Field
+from ctr.types import Field
 from ctr.data.split import splitmix64
 from ctr.errors import DataError
 from ctr.registry import Registry

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 
 if TYPE_CHECKING:
     from ctr.data.encoders import EncodedBatch

@@ -49,12 +49,12 @@ import pyarrow.parquet as pq
 from ctr.config import DataConfig
 from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, prefetch, read_criteo
 from ctr.data.encoders import CriteoEncoder, EncodedBatch, FactorizedBatch, factorize_batch
-from ctr.data.schema import Field, Schema
+from ctr.types import Field, Schema
 from ctr.data.split import SPLITS, assign_splits, find_split_files
 from ctr.errors import DataError
 
 if TYPE_CHECKING:  # torch is imported only where tensors are made (encode_raw)
-    from ctr.data.batch import Batch
+    from ctr.types import Batch
 
 PREPARE_VERSION = 2  # bump when the prepared layout or an encoder changes: old caches are then ignored
 ROW_GROUP_ROWS = 1 << 16

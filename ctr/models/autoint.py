@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ctr.config import NormConfig
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, EmbeddingOptions, field_embedding, register_model
 from ctr.nn.attention import SelfAttentionStack
 from ctr.nn.norm import NormSpec

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ctr.config import NormConfig
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 from ctr.models.autoint import AutoInt, AutoIntOptions
 from ctr.models.base import MLPOptions, register_model
 from ctr.nn.mlp import MLP

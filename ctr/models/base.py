@@ -7,8 +7,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from ctr.config import STAGES, ModelConfig, NormConfig
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
 from ctr.nn.embedding import EMBED_STD, FieldEmbedding
 from ctr.nn.norm import NormSpec, parse_norm

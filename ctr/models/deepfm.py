@@ -4,8 +4,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ctr.config import NormConfig
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.embedding import LinearTerm
 from ctr.nn.interaction import FM

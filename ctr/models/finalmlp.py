@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ctr.config import NormConfig
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.gating import BilinearFusion, FeatureGating
 from ctr.nn.mlp import MLP

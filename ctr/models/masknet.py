@@ -8,8 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ctr.config import NormConfig
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
 from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
 from ctr.nn.gating import MaskBlock

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ctr.data.batch import Batch
-from ctr.data.schema import Schema
+from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
 from ctr.nn.norm import EmbeddingNorm, NormSpec, parse_norm
 

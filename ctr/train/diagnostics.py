@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctr.config import DiagnosticsConfig
-from ctr.data.batch import Batch
+from ctr.types import Batch
 from ctr.nn.embedding import FieldEmbedding
 from ctr.nn.norm import NORMS, BatchNorm, EmbeddingNorm
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ctr.config import RunConfig
-from ctr.data.batch import Batch
+from ctr.types import Batch
 from ctr.metrics import auc, logloss
 from ctr.train import io
 from ctr.train.distributed import DistContext, broadcast_flag

@@ -10,10 +10,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ctr.config import RunConfig, from_dict, read_yaml, save_config
-from ctr.data.batch import Batch
+from ctr.types import Batch, Schema
 from ctr.data.loader import iterate_batches, load_split, stream_batches
 from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data
-from ctr.data.schema import Schema
 from ctr.errors import CTRError
 from ctr.models import build_model
 from ctr.train import io

@@ -1,4 +1,4 @@
-"""``python -m ctr.ablate CONFIG [--out DIR] [--workers N] [--data PATH] [--set KEY=VALUE ...]``: run an ablation grid and report it.
+"""``python -m ctr.ablation CONFIG [--out DIR] [--workers N] [--data PATH] [--set KEY=VALUE ...]``: run an ablation grid and report it.
 
 The config format is described in :mod:`ctr.ablation.grid`; shipped studies are in ``configs/ablations/``.
 """
@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ctr.ablation.runner import run_ablation
     from ctr.errors import ConfigError
 
-    p = argparse.ArgumentParser(prog="python -m ctr.ablate", description=(
+    p = argparse.ArgumentParser(prog="python -m ctr.ablation", description=(
         "Run every cell of an ablation grid once per seed (finished runs are reused), then write runs.csv, "
         "summary.csv and report.md with plots."))
     p.add_argument("config", help="ablation YAML, e.g. configs/ablations/quick.yaml")
