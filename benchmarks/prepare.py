@@ -60,11 +60,13 @@ def child(mode: str, path: str, cache: str) -> None:
             rows = sum(batch.num_rows for batch in pacsv.open_csv(path, **options))
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     else:
-        from ctr.config import DataConfig
+        import dataclasses
+
+        from ctr.config import load_config
         from ctr.data.prepare import prepare_data
 
         start, cpu = time.perf_counter(), _cpu_seconds()
-        prepared = prepare_data(DataConfig(path=path, cache_dir=cache), progress=False)
+        prepared = prepare_data(dataclasses.replace(load_config().data, path=path, cache_dir=cache), progress=False)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         rows = sum(prepared.schema.rows.values())
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "peak_rss_mib": peak_rss_mib()}))

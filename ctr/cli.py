@@ -1,4 +1,5 @@
-"""Command-line entry points behind ``train.py`` and ``evaluate.py``: argument parsing and one-line errors."""
+"""Command-line entry points behind ``train.py``, ``evaluate.py`` and ``prepare.py``: argument parsing and one-line
+errors."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     from ctr.config import load_config
+    from ctr.models.base import model_spec
     from ctr.train.run import train_run
 
     p = argparse.ArgumentParser(prog="train.py", description="Train a CTR model and test it; writes a run directory.")
@@ -41,6 +43,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides = list(args.set) + ([f"data.path={json.dumps(args.data)}"] if args.data else [])
     cfg = load_config(args.config, overrides)
+    model_spec(cfg.model, cfg.norm)  # model options and norms fail here, before data preparation
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.model.name}-{_stamp()}"
     results = train_run(cfg, out)
     if not results:  # a non-zero rank of a distributed run: rank 0 reports
@@ -54,7 +57,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    from ctr.train.run import evaluate_run
+    from ctr.train.saved_run import evaluate_run
 
     p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a trained run (AUC, logloss).")
     p.add_argument("--run", required=True, help="run directory written by train.py")
@@ -76,10 +79,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:
-    from ctr.config import load_data_config
+    from ctr.config import load_config
     from ctr.data.prepare import prepare_data
 
-    p = argparse.ArgumentParser(prog="python -m ctr.data.prepare", description=(
+    p = argparse.ArgumentParser(prog="prepare.py", description=(
         "Prepare (or find cached) data once, e.g. before several training runs; train.py reuses it when the "
         "data options match."))
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable); only data: is used")
@@ -87,7 +90,7 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. data.min_count=5")
     args = p.parse_args(argv)
     overrides = list(args.set) + ([f"data.path={json.dumps(args.data)}"] if args.data else [])
-    prepared = prepare_data(load_data_config(args.config, overrides))
+    prepared = prepare_data(load_config(args.config, overrides).data)
     schema = prepared.schema
     print(f"prepared: {prepared.dir}")
     print("rows: " + ", ".join(f"{s} {n:,}" for s, n in schema.rows.items()))

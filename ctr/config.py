@@ -1,18 +1,22 @@
 """Strict run configuration: YAML files -> dataclasses, then ``--set a.b=value`` overrides.
 
-Unknown keys and values of the wrong type raise :class:`ConfigError` naming the dotted key. Model-specific
-hyperparameters live under ``model:`` next to ``name`` and ``embed_dim`` and are checked against the registered
-model's ``Options`` dataclass (see ``ctr.models``), so a typo never vanishes into ``**kwargs``.
+Unknown keys, missing keys and values of the wrong type raise :class:`ConfigError` naming the dotted key. Defaults
+live only in the YAML files shipped in the package (``configs/``). Model-specific hyperparameters live under
+``model:`` next to ``name`` and ``embed_dim``; they and the stage norms are checked against the registered model
+where it is built (``ctr.models.model_spec``), so this module imports no model code (and no torch).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib.resources
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from importlib.resources.abc import Traversable
+from typing import Any, Sequence
 
 import yaml
 
@@ -38,83 +42,86 @@ def yaml_load(text: str) -> Any:
 STAGES = ("numeric", "categorical", "mlp", "cin", "cross", "attention")
 
 
+# Every field is documented and given its default in configs/base.yaml (model options in configs/models/<name>.yaml);
+# the dataclasses hold no defaults, so the YAML files are the only place a default can live.
+
+
 @dataclass
 class DataConfig:
-    path: str | None = None  # raw Criteo file or a directory with train/valid/test; None = bundled sample
-    cache_dir: str | None = None  # where prepared data is cached; None = <path's dir>/.ctr_cache
-    min_count: int = 10  # categorical values seen fewer times in train share the OOV id
-    numeric_transform: str = "log2_bucket"  # log2_bucket | log_standard | quantile_bucket
-    quantile_buckets: int = 32
-    on_bad_rows: str = "error"  # error | skip
-    split_seed: int = 2018
-    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    block_size: int = 1 << 20  # bytes per pyarrow CSV read block
-    streaming: bool = False  # iterate Parquet row groups with a shuffle buffer instead of loading splits in memory
-    shuffle_buffer: int = 1 << 20  # rows held by the streaming shuffle buffer
+    path: str | None
+    cache_dir: str | None
+    min_count: int
+    numeric_transform: str
+    quantile_buckets: int
+    on_bad_rows: str
+    split_seed: int
+    split: list[float]
+    block_size: int
+    streaming: bool
+    shuffle_buffer: int
 
 
 @dataclass
 class ModelConfig:
-    name: str = "deepfm"
-    embed_dim: int = 16
-    options: dict[str, Any] = field(default_factory=dict)  # checked against the model's Options dataclass
+    name: str
+    embed_dim: int
+    options: dict[str, Any]  # the model's other keys, checked against its Options where the model is built
 
 
 @dataclass
 class NormConfig:
-    """A norm per stage: a registered norm name or a mapping ``{name: ..., <option>: ...}``."""
+    """A norm per stage: a registered norm name or a mapping ``{name: ..., <option>: ...}``; checked where the
+    model is built (``ctr.models.model_spec``)."""
 
-    numeric: Any = "none"
-    categorical: Any = "none"
-    mlp: Any = "none"
-    cin: Any = "none"
-    cross: Any = "none"
-    attention: Any = "none"
-    mlp_position: str = "pre_act"  # pre_act: Linear -> Norm -> act | post_act: Linear -> act -> Norm
-    attention_position: str = "post"  # post: residual -> norm | pre: norm -> attention (+ final norm)
+    numeric: Any
+    categorical: Any
+    mlp: Any
+    cin: Any
+    cross: Any
+    attention: Any
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
-    max_steps: int = 0  # stop training after this many steps (0 = no limit); for benchmarks and smoke runs
-    batch_size: int = 4096
-    lr: float = 1e-3
-    seed: int = 2024
-    warmup_steps: int = 0  # linear warm-up from 0 to lr
-    decay: str = "none"  # none | linear | cosine, to 0 at the last step, after warm-up
-    patience: int = 2  # epochs without a better valid AUC before stopping
-    weight_decay: float = 0.0  # on >= 2-d dense weights
-    norm_weight_decay: float = 0.0  # on norm gains and biases
-    embedding_weight_decay: float = 0.0  # on embedding tables (dense Adam decay; applies to all rows)
-    sparse_embeddings: bool = False  # sparse gradients + SparseAdam (lazy Adam) for embedding tables; no DDP
-    eval_batch_size: int = 65536
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16
-    compile: bool = False
-    threads: int = 0  # torch intra-op threads; 0 = torch default
-    progress: bool = True  # progress bars and data log lines on stderr (of rank 0)
-    log_every: int = 50  # steps between loss records in metrics.jsonl (train curve)
+    epochs: int
+    max_steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    warmup_steps: int
+    decay: str
+    patience: int
+    weight_decay: float
+    norm_weight_decay: float
+    embedding_weight_decay: float
+    sparse_embeddings: bool
+    eval_batch_size: int
+    device: str
+    precision: str
+    compile: bool
+    threads: int
+    progress: bool
+    log_every: int
 
 
 @dataclass
 class DiagnosticsConfig:
-    every: int = 0  # steps between probes; 0 = off
-    grad_norms: bool = True
-    landscape: bool = False
-    activations: bool = True
-    landscape_steps: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.4])
-    magnitude: bool = True  # correlation of |x| with the numeric embedding norm (dense numeric fields)
-    bn_gap: bool = True  # train-mode vs eval-mode predictions, for models with BatchNorm
+    every: int
+    grad_norms: bool
+    landscape: bool
+    activations: bool
+    landscape_steps: list[float]
+    magnitude: bool
+    bn_gap: bool
 
 
 @dataclass
 class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    norm: NormConfig = field(default_factory=NormConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    data: DataConfig
+    model: ModelConfig
+    norm: NormConfig
+    train: TrainConfig
+    diagnostics: DiagnosticsConfig
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -163,8 +170,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check ``values`` against dataclass ``cls``: unknown keys and wrong types raise ConfigError naming the key."""
+def check_fields(cls: type, values: dict[str, Any], where: str, complete: bool = False) -> dict[str, Any]:
+    """Check ``values`` against dataclass ``cls``: unknown keys and wrong types raise ConfigError naming the key;
+    with ``complete``, so does a field ``values`` lacks."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     out = {}
@@ -177,61 +185,53 @@ def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any
             raise ConfigError(
                 f"config key '{where}{key}' must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}"
             ) from None
+    missing = [n for n in names if n not in out] if complete else []
+    if missing:
+        raise ConfigError(f"config key '{where}{missing[0]}' has no value (its default belongs in the shipped configs)")
     return out
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:
-    """Build a RunConfig from a nested mapping; model options are validated against the model's Options."""
+    """Build a RunConfig from a complete nested mapping (every key of every section present)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
-    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
     hints = typing.get_type_hints(RunConfig)
     kwargs = {}
     for name, value in raw.items():
-        if name not in sections:
-            raise ConfigError(f"unknown config section '{name}'; valid: {', '.join(sections)}")
-        if value is None:
-            value = {}
+        if name not in hints:
+            raise ConfigError(f"unknown config section '{name}'; valid: {', '.join(hints)}")
         if not isinstance(value, dict):
             raise ConfigError(f"config section '{name}' must be a mapping, got {value!r}")
         cls = hints[name]
         if cls is ModelConfig:
             value = dict(value)
-            core = {k: value.pop(k) for k in ("name", "embed_dim") if k in value}
-            core = check_fields(ModelConfig, core, "model.")
-            kwargs[name] = ModelConfig(**core, options=_check_model_options(core.get("name", "deepfm"), value))
+            core = check_fields(ModelConfig, {k: value.pop(k) for k in ("name", "embed_dim") if k in value}, "model.")
+            kwargs[name] = ModelConfig(**check_fields(ModelConfig, {**core, "options": value}, "model.", complete=True))
         else:
-            kwargs[name] = cls(**check_fields(cls, value, f"{name}."))
+            kwargs[name] = cls(**check_fields(cls, value, f"{name}.", complete=True))
+    missing = [n for n in hints if n not in kwargs]
+    if missing:
+        raise ConfigError(f"config section '{missing[0]}' is missing")
     cfg = RunConfig(**kwargs)
     _check_choices(cfg)
     return cfg
 
 
-def _check_model_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    from ctr.models import get_model  # models import config; import lazily
-
-    opts_cls = get_model(name).Options
-    checked = check_fields(opts_cls, options, "model.")
-    return dataclasses.asdict(opts_cls(**checked))
-
-
 def _check_choices(cfg: RunConfig) -> None:
-    _check_data(cfg.data)
-    choices = {
-        "norm.mlp_position": (cfg.norm.mlp_position, ("pre_act", "post_act")),
-        "norm.attention_position": (cfg.norm.attention_position, ("post", "pre")),
+    data = cfg.data
+    _check_one_of({
+        "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
+        "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
         "train.decay": (cfg.train.decay, ("none", "linear", "cosine")),
         "train.precision": (cfg.train.precision, ("fp32", "bf16", "fp16")),
-    }
-    _check_one_of(choices)
+    })
+    if len(data.split) != 3 or any(s <= 0 for s in data.split):
+        raise ConfigError(f"config key 'data.split' must be three positive fractions, got {data.split}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be >= 1")
     if cfg.train.lr <= 0:
         raise ConfigError("config key 'train.lr' must be > 0")
-    from ctr.models import get_model  # validates every stage's norm, and that the model has the stage
-
-    get_model(cfg.model.name).check_norms(cfg.norm)
 
 
 def _check_one_of(choices: dict[str, tuple[Any, tuple[str, ...]]]) -> None:
@@ -239,15 +239,6 @@ def _check_one_of(choices: dict[str, tuple[Any, tuple[str, ...]]]) -> None:
     for key, (value, valid) in choices.items():
         if value not in valid:
             raise ConfigError(f"config key '{key}' = {value!r} is not one of: {', '.join(valid)}")
-
-
-def _check_data(data: DataConfig) -> None:
-    _check_one_of({
-        "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
-        "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
-    })
-    if len(data.split) != 3 or any(s <= 0 for s in data.split):
-        raise ConfigError(f"config key 'data.split' must be three positive fractions, got {data.split}")
 
 
 def merge(base: dict[str, Any], over: dict[str, Any], _path: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -259,7 +250,21 @@ def merge(base: dict[str, Any], over: dict[str, Any], _path: tuple[str, ...] = (
         if isinstance(v, dict) and isinstance(out.get(k), dict) and not is_norm_stage:
             out[k] = merge(out[k], v, _path + (k,))
         else:
-            out[k] = v
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """``{"norm.mlp": "ln", "train.lr": 0.1}`` -> ``{"norm": {"mlp": "ln"}, "train": {"lr": 0.1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        cur = out
+        for p in parents:
+            cur = cur.setdefault(p, {})
+            if not isinstance(cur, dict):
+                raise ConfigError(f"key '{key}' sets inside '{p}', which another key sets to a value")
+        cur[leaf] = copy.deepcopy(value)
     return out
 
 
@@ -277,16 +282,11 @@ def parse_override(text: str) -> dict[str, Any]:
         value = raw
     if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
         value = float(value)
-    out: dict[str, Any] = {}
-    cur = out
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
-    return out
+    return nest({".".join(parts): value})
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
+def read_yaml(path: str | Path | Traversable) -> dict[str, Any]:
+    p = path if isinstance(path, Traversable) and not isinstance(path, Path) else Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
@@ -298,46 +298,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def shipped_configs() -> Traversable:
+    """The ``configs/`` directory shipped inside the package (``base.yaml``, ``models/``, ``presets/``,
+    ``ablations/``), wherever the package is installed."""
+    return importlib.resources.files("ctr") / "configs"
 
 
-def load_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> RunConfig:
-    """Resolve a run config: ``configs/base.yaml``, the model's default config, ``paths`` in order, then overrides.
+def model_names() -> list[str]:
+    """Models with a default config, i.e. ``configs/models/<name>.yaml`` (one per registered model)."""
+    return sorted(f.name[: -len(".yaml")] for f in (shipped_configs() / "models").iterdir() if f.name.endswith(".yaml"))
 
-    The model default ``configs/models/<name>.yaml`` is chosen after the files and overrides are merged, so
-    ``--set model.name=dcn`` picks up DCN's defaults; explicit keys still win over it.
+
+def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = (),
+                extra_layers: Sequence[dict[str, Any]] = ()) -> RunConfig:
+    """Resolve a run config; the only place config layers are merged. Later layers win:
+
+    1. ``configs/base.yaml`` (every data/train/diagnostics default, every stage norm ``none``);
+    2. ``configs/models/<model.name>.yaml``, the model's defaults, chosen after the other layers are merged so
+       ``--set model.name=dcn`` picks up DCN's defaults (explicit keys still win over it);
+    3. ``paths``, in order; 4. ``overrides`` (``KEY=VALUE``); 5. ``extra_layers`` (nested mappings; the ablation
+       grid's common sections and cell keys).
+
+    Model options and norms are checked where the model is built (``ctr.models.model_spec``).
     """
-    raw: dict[str, Any] = {}
-    base = CONFIG_DIR / "base.yaml"
-    if base.is_file():
-        raw = read_yaml(base)
     user: dict[str, Any] = {}
     for p in paths:
         user = merge(user, read_yaml(p))
     for o in overrides:
         user = merge(user, parse_override(o))
-    name = user.get("model", {}).get("name", raw.get("model", {}).get("name", "deepfm"))
-    model_file = CONFIG_DIR / "models" / f"{name}.yaml"
-    if model_file.is_file():
-        raw = merge(raw, read_yaml(model_file))
+    for layer in extra_layers:
+        user = merge(user, layer)
+    raw = read_yaml(shipped_configs() / "base.yaml")
+    model = user.get("model", {})
+    name = (model if isinstance(model, dict) else {}).get("name", raw["model"]["name"])
+    if name not in model_names():
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(model_names())}")
+    raw = merge(raw, read_yaml(shipped_configs() / "models" / f"{name}.yaml"))
     return from_dict(merge(raw, user))
-
-
-def load_data_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> DataConfig:
-    """Only the ``data:`` section, resolved like :func:`load_config` (other sections of ``paths`` are ignored,
-    overrides must be ``data.*``), without importing models or torch: for data-only commands."""
-    base = CONFIG_DIR / "base.yaml"
-    raw = (read_yaml(base).get("data") or {}) if base.is_file() else {}
-    for p in paths:
-        raw = merge(raw, read_yaml(p).get("data") or {})
-    for o in overrides:
-        over = parse_override(o)
-        if set(over) != {"data"}:
-            raise ConfigError(f"only data.* keys can be set here, got {o.split('=', 1)[0]!r}")
-        raw = merge(raw, over["data"])
-    data = DataConfig(**check_fields(DataConfig, raw, "data."))
-    _check_data(data)
-    return data
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

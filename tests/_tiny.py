@@ -5,8 +5,11 @@ Fields: 2 dense numeric (``I1``, ``I2``), 2 bucketised numeric ids (``I3``, ``I4
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from ctr.config import ModelConfig, NormConfig, load_config
 from ctr.types import Batch, Field, Schema
 
 VOCAB = {"I3": 5, "I4": 6, "C1": 7, "C2": 3, "C3": 11, "C4": 4}
@@ -34,3 +37,15 @@ def tiny_batch(schema: Schema | None = None, batch_size: int = 32, seed: int = 0
     label = (torch.rand(batch_size, generator=g) < 0.5).float()
     label[0], label[1] = 0.0, 1.0
     return Batch(ids, dense, missing, label)
+
+
+def model_config(name: str, embed_dim: int, options: dict | None = None, **norms: object) -> tuple[ModelConfig, NormConfig]:
+    """The shipped defaults of model ``name`` with ``options`` and the stage ``norms`` changed:
+    ``build_model(schema, *model_config("dnn", 4, {"hidden": [8]}, mlp="ln"))``."""
+    cfg = load_config([], [f"model.name={name}"])
+    return ModelConfig(name, embed_dim, {**cfg.model.options, **(options or {})}), dataclasses.replace(cfg.norm, **norms)
+
+
+def config_section(section: str, **changes: object):
+    """A section of the default run config (``data``, ``train``, ``diagnostics``) with some keys changed."""
+    return dataclasses.replace(getattr(load_config(), section), **changes)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from ctr.ablation.grid import config_hash, expand, parse_ablation, plan_ablation, read_ablation
-from ctr.config import CONFIG_DIR, load_config
+from ctr.config import load_config, shipped_configs
 from ctr.errors import ConfigError
 
 SMALL = {"model": {"name": "dnn", "hidden": [8]}, "train": {"epochs": 1}}
@@ -30,12 +30,12 @@ def test_product_of_grid_and_stage_norms():
 
 
 def test_explicit_cells_and_seeds():
-    s = spec(cells=[{"norm.mlp": "ln", "norm.mlp_position": "post_act"}, {"norm.mlp": {"name": "bn", "momentum": 0.01}}],
+    s = spec(cells=[{"norm.mlp": {"name": "ln", "position": "post_act"}}, {"norm.mlp": {"name": "bn", "momentum": 0.01}}],
              seeds=[3, 4, 5])
     plan = plan_ablation(s)
-    assert [c.label for c in plan.cells] == ["mlp=ln, mlp_position=post_act", "mlp=bn(momentum=0.01)",
-                                             "mlp_position=post_act, baseline", "baseline"]
-    assert len(plan.runs) == 4 * 3 and {r.seed for r in plan.runs} == {3, 4, 5}
+    assert [c.label for c in plan.cells] == ["mlp=ln(position=post_act)", "mlp=bn(momentum=0.01)",
+                                             "baseline"]
+    assert len(plan.runs) == 3 * 3 and {r.seed for r in plan.runs} == {3, 4, 5}
     assert all(r.config.train.seed == r.seed for r in plan.runs)
     assert plan.cells[1].config.norm.mlp == {"name": "bn", "momentum": 0.01}
 
@@ -61,10 +61,10 @@ def test_a_baseline_already_in_the_grid_is_not_duplicated():
 
 
 def test_custom_baseline():
-    plan = plan_ablation(spec(norm={"mlp": "ln"}, grid={"norm.mlp_position": ["pre_act", "post_act"]},
-                              baseline={"norm.mlp_position": "pre_act"}))
+    plan = plan_ablation(spec(norm={"mlp": "ln"}, grid={"norm.mlp": ["ln", {"name": "ln", "position": "post_act"}]},
+                              baseline={"norm.mlp": "ln"}))
     assert len(plan.cells) == 2 and plan.cells[0].is_baseline
-    assert plan.cells[1].baseline_id == plan.cells[0].id and plan.cells[1].stage == ""
+    assert plan.cells[1].baseline_id == plan.cells[0].id and plan.cells[1].stage == "mlp"
 
 
 def test_invalid_cells_are_dropped_with_a_reason():
@@ -117,7 +117,7 @@ def test_model_options_survive_a_model_name_grid(tmp_path):
     assert {(c.config.model.name, c.config.model.embed_dim, tuple(c.config.model.options["hidden"])) for c in plan.cells} == {
         ("dnn", 4, (8,)), ("deepfm", 4, (8,))}
     path = tmp_path / "abl.yaml"
-    path.write_text(yaml.safe_dump({"base": str(CONFIG_DIR / "models" / "normdnn.yaml"), "grid": {"model.name": ["deepfm"]}}))
+    path.write_text(yaml.safe_dump({"base": str(shipped_configs() / "presets" / "normdnn.yaml"), "grid": {"model.name": ["deepfm"]}}))
     cell, baseline = plan_ablation(read_ablation(path)).cells
     assert baseline.config.norm.mlp == "none" and baseline.config.model.embed_dim == 10
     assert cell.config.model.name == "deepfm" and cell.config.model.embed_dim == 10  # normdnn.yaml's, not the default 16
@@ -148,8 +148,8 @@ def test_format_errors_are_config_errors(raw, message):
 def test_bad_run_config_values_name_the_cell():
     with pytest.raises(ConfigError, match=r"cell 'lrr=0.1': unknown config key 'train.lrr'"):
         plan_ablation(spec(grid={"train.lrr": [0.1]}))
-    with pytest.raises(ConfigError, match=r"cell 'mlp_position=middle'"):
-        plan_ablation(spec(grid={"norm.mlp_position": ["middle"]}))
+    with pytest.raises(ConfigError, match=r"cell 'mlp=ln\(position=middle\)'"):
+        plan_ablation(spec(grid={"norm.mlp": [{"name": "ln", "position": "middle"}]}))
 
 
 def test_base_files_are_relative_to_the_ablation_file(tmp_path):
@@ -162,7 +162,7 @@ def test_base_files_are_relative_to_the_ablation_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["quick", "norm_placement", "prenorm_attention"])
 def test_shipped_studies_plan(name):
-    plan = plan_ablation(read_ablation(CONFIG_DIR / "ablations" / f"{name}.yaml"))
+    plan = plan_ablation(read_ablation(shipped_configs() / "ablations" / f"{name}.yaml"))
     assert plan.cells and not plan.invalid and plan.runs
     assert all(c.baseline_id in {x.id for x in plan.cells} for c in plan.cells)
     if name == "norm_placement":

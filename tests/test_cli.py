@@ -133,7 +133,7 @@ def test_unwritable_cache_or_run_directory_is_one_line(tmp_path, raw):
 
 def test_prepare_command_prepares_once_for_train(tmp_path, raw):
     cache = tmp_path / "cache"
-    r = subprocess.run([sys.executable, "-m", "ctr.data.prepare", "--data", str(raw), "--set", "data.min_count=2",
+    r = subprocess.run([sys.executable, str(ROOT / "prepare.py"), "--data", str(raw), "--set", "data.min_count=2",
                         "--set", f"data.cache_dir={cache}"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     prepared = r.stdout.splitlines()[0].removeprefix("prepared: ")

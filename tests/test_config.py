@@ -1,7 +1,19 @@
 import pytest
 
-from ctr.config import load_config, load_data_config, parse_override
+import dataclasses
+import importlib.resources
+
+from ctr.config import load_config, model_names, parse_override, shipped_configs
 from ctr.errors import ConfigError
+from ctr.models import list_models
+from ctr.models.base import model_spec
+
+
+def resolve(*overrides: str):
+    """What ``train.py --set ...`` checks before preparing data: the config, then the model's options and norms."""
+    cfg = load_config([], list(overrides))
+    model_spec(cfg.model, cfg.norm)
+    return cfg
 
 
 def test_defaults_and_overrides_with_types():
@@ -30,12 +42,14 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("norm.mlp={name: ln, eps: big}", "option 'eps' of norm 'ln' must be float"),
     ("norm.mlp={name: ln, scope: all}", "scope' applies only to the numeric and categorical"),
     ("train.decay=exp", "train.decay' = 'exp' is not one of"),
-    ("norm.mlp_position=middle", "norm.mlp_position"),
+    ("norm.mlp={name: ln, position: middle}", "norm.mlp: position 'middle' is not one of: pre_act, post_act"),
+    ("norm.cin={name: ln, position: pre}", "norm.cin: option 'position' applies only to the mlp and attention"),
+    ("norm.attention={name: ln, position: post_act}", "norm.attention: position 'post_act' is not one of: post, pre"),
     ("data.on_bad_rows=ignore", "data.on_bad_rows"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config([], [override])
+        resolve(override)
 
 
 def test_override_syntax_errors():
@@ -61,16 +75,14 @@ def test_config_files_merge_left_to_right(tmp_path):
 
 def test_norm_on_a_stage_the_model_lacks_is_an_error():
     with pytest.raises(ConfigError, match="norm.cin=ln: model 'deepfm' has no 'cin' stage"):
-        load_config([], ["norm.cin=ln"])
+        resolve("norm.cin=ln")
 
 
 def test_merge_keeps_model_keys_when_the_name_is_overridden_and_replaces_norm_specs():
     cfg = load_config([], ["model.hidden=[8]", "model.name=dnn", "norm.mlp={name: bn, momentum: 0.01}", "norm.mlp=ln"])
     assert cfg.model.name == "dnn" and cfg.model.options["hidden"] == [8]
     assert cfg.norm.mlp == "ln"
-    from ctr.config import CONFIG_DIR
-
-    cfg = load_config([CONFIG_DIR / "models" / "normdnn.yaml"], ["model.name=deepfm", "norm.categorical={name: ln}"])
+    cfg = load_config([shipped_configs() / "presets" / "normdnn.yaml"], ["model.name=deepfm", "norm.categorical={name: ln}"])
     assert cfg.model.embed_dim == 10 and cfg.norm.categorical == {"name": "ln"}
 
 
@@ -81,14 +93,44 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     assert cfg.train.lr == 1e-3 and cfg.norm.numeric["eps"] == 1e-6 and cfg.norm.mlp["eps"] == 1e-8
 
 
-def test_data_config_alone_resolves_like_the_full_config(tmp_path):
-    f = tmp_path / "exp.yaml"
-    f.write_text("data:\n  min_count: 3\nmodel:\n  name: dcn\ntrain:\n  lr: 0.01\n")
-    sets = ["data.numeric_transform=log_standard", "data.split=[0.7, 0.2, 0.1]"]
-    assert load_data_config([f], sets) == load_config([f], sets).data
-    with pytest.raises(ConfigError, match="only data.* keys can be set here, got 'train.lr'"):
-        load_data_config([], ["train.lr=0.1"])
-    with pytest.raises(ConfigError, match="unknown config key 'data.min_cnt'"):
-        load_data_config([], ["data.min_cnt=3"])
-    with pytest.raises(ConfigError, match="data.on_bad_rows"):
-        load_data_config([], ["data.on_bad_rows=ignore"])
+def test_shipped_defaults_are_complete_and_the_only_defaults():
+    """base.yaml sets every key of every section; the dataclasses have no defaults that could disagree with it."""
+    from ctr import config
+
+    for cls in (config.DataConfig, config.ModelConfig, config.NormConfig, config.TrainConfig, config.DiagnosticsConfig):
+        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   for f in dataclasses.fields(cls)), cls
+    assert load_config().train.epochs == 2
+
+
+def test_shipped_configs_come_from_the_package():
+    """Defaults are found through the installed package, not relative to a checkout."""
+    base = importlib.resources.files("ctr") / "configs" / "base.yaml"
+    assert base.is_file() and "train:" in base.read_text()
+
+
+def test_one_default_config_per_registered_model():
+    assert model_names() == sorted(list_models())
+    for name in list_models():
+        cfg = resolve(f"model.name={name}")
+        assert cfg.model.name == name
+
+
+def test_a_missing_default_is_an_error(monkeypatch, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "base.yaml").write_text((shipped_configs() / "base.yaml").read_text().replace("  lr: 0.001\n", ""))
+    (tmp_path / "models" / "deepfm.yaml").write_text((shipped_configs() / "models" / "deepfm.yaml").read_text())
+    monkeypatch.setattr("ctr.config.shipped_configs", lambda: tmp_path)
+    with pytest.raises(ConfigError, match="config key 'train.lr' has no value"):
+        load_config()
+    assert load_config([], ["train.lr=0.1"]).train.lr == 0.1
+
+
+def test_data_commands_do_not_import_model_code_or_torch():
+    """``ctr.config`` resolves a full config without importing the model zoo or torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, ctr.config; ctr.config.load_config(); print(any(m.startswith(('torch', 'ctr.models')) for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -194,7 +194,7 @@ def _record_norm_inputs(stack: SelfAttentionStack) -> list:
 
 def test_attention_post_norms_the_residual_sum(e: torch.Tensor) -> None:
     torch.manual_seed(8)
-    stack = SelfAttentionStack(NF, D, [4, 4], heads=2, norm="ln", position="post")
+    stack = SelfAttentionStack(NF, D, [4, 4], heads=2, norm={"name": "ln", "position": "post"})
     seen = _record_norm_inputs(stack)
     layer_inputs = []
     for layer in stack.layers:
@@ -209,7 +209,7 @@ def test_attention_post_norms_the_residual_sum(e: torch.Tensor) -> None:
 
 def test_attention_pre_norms_the_input_and_adds_a_final_norm(e: torch.Tensor) -> None:
     torch.manual_seed(8)
-    stack = SelfAttentionStack(NF, D, [4, 4], heads=2, norm="ln", position="pre")
+    stack = SelfAttentionStack(NF, D, [4, 4], heads=2, norm={"name": "ln", "position": "pre"})
     seen = _record_norm_inputs(stack)
     layer_inputs = []
     for layer in stack.layers:
@@ -225,12 +225,12 @@ def test_attention_pre_norms_the_input_and_adds_a_final_norm(e: torch.Tensor) ->
 def test_attention_pre_residual_bypasses_the_norm(e: torch.Tensor) -> None:
     """Pre with zeroed attention values: the output is ReLU(Res(x)), with x un-normalised."""
     torch.manual_seed(9)
-    layer = InteractingLayer(NF, D, 4, heads=2, norm="ln", position="pre")
+    layer = InteractingLayer(NF, D, 4, heads=2, norm={"name": "ln", "position": "pre"})
     with torch.no_grad():
         layer.qkv.weight[8:].zero_()  # V projection
         layer.qkv.bias[8:].zero_()
     torch.testing.assert_close(layer(e), F.relu(F.relu(layer.res(e))), atol=ATOL, rtol=1e-5)
-    post = InteractingLayer(NF, D, 4, heads=2, norm="ln", position="post")
+    post = InteractingLayer(NF, D, 4, heads=2, norm={"name": "ln", "position": "post"})
     post.qkv.load_state_dict(layer.qkv.state_dict())
     post.res.load_state_dict(layer.res.state_dict())
     assert not torch.allclose(post(e), layer(e))
@@ -238,14 +238,14 @@ def test_attention_pre_residual_bypasses_the_norm(e: torch.Tensor) -> None:
 
 def test_attention_positions_agree_without_norm(e: torch.Tensor) -> None:
     torch.manual_seed(10)
-    post = SelfAttentionStack(NF, D, [4, 4], heads=2, position="post")
-    pre = SelfAttentionStack(NF, D, [4, 4], heads=2, position="pre")
+    post = SelfAttentionStack(NF, D, [4, 4], heads=2, norm={"name": "none", "position": "post"})
+    pre = SelfAttentionStack(NF, D, [4, 4], heads=2, norm={"name": "none", "position": "pre"})
     pre.load_state_dict(post.state_dict())
     torch.testing.assert_close(pre(e), post(e))
 
 
 def test_attention_pre_is_scale_invariant_without_residual(e: torch.Tensor) -> None:
-    layer = InteractingLayer(NF, D, 4, heads=2, norm={"name": "ln", "eps": 1e-12}, position="pre", residual=False)
+    layer = InteractingLayer(NF, D, 4, heads=2, norm={"name": "ln", "eps": 1e-12, "position": "pre"}, residual=False)
     torch.testing.assert_close(layer(10 * e), layer(e), atol=1e-4, rtol=1e-4)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctr.config import DataConfig
+from _tiny import config_section
+
 from ctr.data import prepare as prepare_module
 from ctr.data.loader import iterate_batches, load_split, shard_indices, stream_batches
 from ctr.data.prepare import PreparedData, prepare_data
@@ -20,7 +21,7 @@ def prepared(criteo_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Pre
     mp = pytest.MonkeyPatch()
     mp.setattr(prepare_module, "ROW_GROUP_ROWS", 256)
     try:
-        cfg = DataConfig(path=str(criteo_file), cache_dir=str(tmp_path_factory.mktemp("cache")))
+        cfg = config_section("data", path=str(criteo_file), cache_dir=str(tmp_path_factory.mktemp("cache")))
         return prepare_data(cfg, progress=False)
     finally:
         mp.undo()

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import tiny_batch, tiny_schema
+from _tiny import model_config, tiny_batch, tiny_schema
 
-from ctr.config import STAGES, ModelConfig, NormConfig, load_config
+from ctr.config import STAGES, load_config, shipped_configs
 from ctr.errors import ConfigError
 from ctr.models import build_model, get_model, list_models
+from ctr.models.base import model_spec
 from ctr.nn.norm import list_norms
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
 DIM = 4
 # tiny values for whichever of these options a model has; widths even so that gn (2 groups) divides them
 TINY = {"hidden": [8], "hidden2": [8], "gate_hidden": [8], "cin_layers": [4, 4], "cross_layers": 2,
@@ -44,8 +44,7 @@ def tiny_options(name: str, **extra) -> dict:
 
 def build(name: str, options: dict | None = None, **norm):
     torch.manual_seed(0)
-    model = ModelConfig(name, DIM, tiny_options(name) if options is None else options)
-    return build_model(tiny_schema(), model, NormConfig(**norm))
+    return build_model(tiny_schema(), *model_config(name, DIM, tiny_options(name) if options is None else options, **norm))
 
 
 def check_trains(model: torch.nn.Module, steps: int = 20, lr: float = 1e-2) -> None:
@@ -81,10 +80,10 @@ def _cases() -> list:
                     cases.append(pytest.param(name, {stage: norm}, id=f"{name}-{stage}={norm}"))
         for norm in list_norms():
             if "mlp" in stages and norm != "none":
-                cases.append(pytest.param(name, {"mlp": norm, "mlp_position": "post_act"},
+                cases.append(pytest.param(name, {"mlp": {"name": norm, "position": "post_act"}},
                                           id=f"{name}-mlp={norm}-post_act"))
             if "attention" in stages:
-                cases.append(pytest.param(name, {"attention": norm, "attention_position": "pre"},
+                cases.append(pytest.param(name, {"attention": {"name": norm, "position": "pre"}},
                                           id=f"{name}-attention={norm}-pre"))
     return cases
 
@@ -102,8 +101,6 @@ def test_model_variants(name: str, options: dict, stage: str, norm: str) -> None
 
 @pytest.mark.parametrize("name", list_models())
 def test_default_config_loads_and_trains(name: str) -> None:
-    path = CONFIG_DIR / f"{name}.yaml"
-    assert path.is_file(), f"missing {path}"
     cfg = load_config(overrides=[f"model.name={name}"])
     assert cfg.model.name == name
     torch.manual_seed(0)
@@ -111,7 +108,7 @@ def test_default_config_loads_and_trains(name: str) -> None:
 
 
 def test_normdnn_preset() -> None:
-    cfg = load_config([CONFIG_DIR / "normdnn.yaml"])
+    cfg = load_config([shipped_configs() / "presets" / "normdnn.yaml"])
     assert cfg.model.name == "dnn"
     torch.manual_seed(0)
     model = build_model(tiny_schema(), cfg.model, cfg.norm)
@@ -160,4 +157,5 @@ def test_embed_init_std_is_checked() -> None:
     with pytest.raises(ConfigError, match="model.embed_init_std must be > 0, got 0"):
         build("deepfm", tiny_options("deepfm", embed_init_std=0))
     with pytest.raises(ConfigError, match="embed_init_std"):  # lr has no embeddings
-        load_config([], ["model.name=lr", "model.embed_init_std=0.1"])
+        cfg = load_config([], ["model.name=lr", "model.embed_init_std=0.1"])
+        model_spec(cfg.model, cfg.norm)

@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import tiny_batch, tiny_schema
+from _tiny import model_config, tiny_batch, tiny_schema
 from torch import nn
 
-from ctr.config import ModelConfig, NormConfig
 from ctr.errors import ConfigError
 from ctr.models import build_model
 from ctr.nn.embedding import FieldEmbedding
@@ -154,7 +153,7 @@ def test_activation_norms_leave_linear_alone() -> None:
 
 def test_wn_at_an_embedding_stage_gives_unit_rows_times_gain() -> None:
     x = torch.randn(B, NF, D)
-    y = EmbeddingNorm(parse_norm("wn", embedding=True), NF, D)(x)
+    y = EmbeddingNorm(parse_norm("wn", "numeric"), NF, D)(x)
     torch.testing.assert_close(y.norm(dim=-1), torch.ones(B, NF))
 
 
@@ -168,22 +167,22 @@ def test_every_norm_with_a_gain_takes_init_gain() -> None:
 @pytest.mark.parametrize("name", GAIN_NORMS)
 def test_init_gain_scales_the_initial_output(name: str) -> None:
     x = torch.randn(B, NF, D)
-    y1 = parse_norm(name, embedding=True).build((NF, D))(x)
-    y = parse_norm({"name": name, "init_gain": 0.25}, embedding=True).build((NF, D))(x)
+    y1 = parse_norm(name, "numeric").build((NF, D))(x)
+    y = parse_norm({"name": name, "init_gain": 0.25}, "numeric").build((NF, D))(x)
     torch.testing.assert_close(y, 0.25 * y1)  # biases start at 0
 
 
 def test_wn_init_gain_only_at_embedding_stages() -> None:
     with pytest.raises(ConfigError, match="unknown option 'init_gain' for norm 'wn'"):
-        parse_norm({"name": "wn", "init_gain": 0.5}, "norm.mlp")
+        parse_norm({"name": "wn", "init_gain": 0.5}, "mlp")
 
 
 @pytest.mark.parametrize("name", GAIN_NORMS)
 def test_embedding_norms_start_at_the_default_gain_unless_set(name: str) -> None:
     x = torch.randn(B, NF, D)
-    ref = EmbeddingNorm(parse_norm(name, embedding=True), NF, D)(x)  # gain 1
-    torch.testing.assert_close(EmbeddingNorm(parse_norm(name, embedding=True), NF, D, init_gain=0.01)(x), 0.01 * ref)
-    explicit = parse_norm({"name": name, "init_gain": 0.5}, embedding=True)
+    ref = EmbeddingNorm(parse_norm(name, "numeric"), NF, D)(x)  # gain 1
+    torch.testing.assert_close(EmbeddingNorm(parse_norm(name, "numeric"), NF, D, init_gain=0.01)(x), 0.01 * ref)
+    explicit = parse_norm({"name": name, "init_gain": 0.5}, "numeric")
     torch.testing.assert_close(EmbeddingNorm(explicit, NF, D, init_gain=0.01)(x), 0.5 * ref)
 
 
@@ -202,14 +201,14 @@ def test_switching_an_embedding_norm_on_keeps_the_initial_scale(name: str) -> No
 
 def test_scope_field_normalises_each_field_over_d() -> None:
     x = torch.randn(B, NF, D) * 4 + 2
-    y = EmbeddingNorm(parse_norm("ln", embedding=True), NF, D)(x)
+    y = EmbeddingNorm(parse_norm("ln", "numeric"), NF, D)(x)
     torch.testing.assert_close(y.mean(-1), torch.zeros(B, NF), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(B, NF), atol=5e-3, rtol=0)  # eps 1e-5 vs var
 
 
 def test_scope_all_normalises_across_fields() -> None:
     x = torch.randn(B, NF, D) * 4 + 2
-    y = EmbeddingNorm(parse_norm({"name": "ln", "scope": "all"}, embedding=True), NF, D)(x)
+    y = EmbeddingNorm(parse_norm({"name": "ln", "scope": "all"}, "numeric"), NF, D)(x)
     torch.testing.assert_close(y.mean((1, 2)), torch.zeros(B), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var((1, 2), unbiased=False), torch.ones(B), atol=1e-3, rtol=0)
     assert not torch.allclose(y.mean(-1), torch.zeros(B, NF), atol=1e-2)  # not per field
@@ -217,7 +216,7 @@ def test_scope_all_normalises_across_fields() -> None:
 
 def test_scope_dim_bn_shares_stats_across_fields() -> None:
     x = torch.randn(B, NF, D) * 4 + torch.arange(NF).view(1, NF, 1)  # field means differ
-    norm = EmbeddingNorm(parse_norm({"name": "bn", "scope": "dim"}, embedding=True), NF, D)
+    norm = EmbeddingNorm(parse_norm({"name": "bn", "scope": "dim"}, "numeric"), NF, D)
     y = norm(x)
     assert norm.norm.bn.num_features == D  # one gain/bias per dim
     torch.testing.assert_close(y.mean((0, 1)), torch.zeros(D), atol=1e-5, rtol=0)
@@ -227,7 +226,7 @@ def test_scope_dim_bn_shares_stats_across_fields() -> None:
 
 def test_scope_field_bn_is_per_field_and_dim() -> None:
     x = torch.randn(B, NF, D) * 4 + 2
-    norm = EmbeddingNorm(parse_norm("bn", embedding=True), NF, D)
+    norm = EmbeddingNorm(parse_norm("bn", "numeric"), NF, D)
     torch.testing.assert_close(norm(x).mean(0), torch.zeros(NF, D), atol=1e-5, rtol=0)
     assert norm.norm.bn.num_features == NF * D
 
@@ -251,17 +250,17 @@ def _magnitude_batch(values: tuple[float, float]):
 @pytest.mark.parametrize("name,scope", [(n, s) for n in list_norms() for s in _scopes(n)])
 def test_numeric_magnitude_survives_every_norm_and_scope(name: str, scope: str) -> None:
     torch.manual_seed(6)
-    embed = FieldEmbedding(tiny_schema(), D, numeric=parse_norm({"name": name, "scope": scope}, embedding=True))
+    embed = FieldEmbedding(tiny_schema(), D, numeric=parse_norm({"name": name, "scope": scope}, "numeric"))
     out = embed(_magnitude_batch((1.0, 3.0)))  # (2, F, D); field 0 is I1
     assert (out[0, 0] - out[1, 0]).abs().max() > 1e-3, f"{name}/{scope} erased the magnitude of a dense value"
 
 
 def test_bias_free_value_times_vector_under_per_field_ln_keeps_only_the_sign() -> None:
-    """Documents the trap (papers.md 1.3): LN(x * v) = sign(x) * LN(v), so 1.0 and 3.0 become the same vector.
+    """Documents the trap: LN(x * v) = sign(x) * LN(v), so 1.0 and 3.0 become the same vector.
     FieldEmbedding's bias b in ``x * v + b`` is what prevents this; LN across fields (scope all) also keeps it."""
     torch.manual_seed(7)
     for scope, erased in (("field", True), ("all", False)):
-        embed = FieldEmbedding(tiny_schema(), D, numeric=parse_norm({"name": "ln", "scope": scope}, embedding=True))
+        embed = FieldEmbedding(tiny_schema(), D, numeric=parse_norm({"name": "ln", "scope": scope}, "numeric"))
         with torch.no_grad():
             embed.dense_bias.zero_()  # bias-free x * v
             embed.dense_weight.normal_()  # |x| * std(v) >> sqrt(eps): no soft-sign regime
@@ -276,14 +275,14 @@ def test_bias_free_value_times_vector_under_per_field_ln_keeps_only_the_sign() -
 
 def test_unknown_norm_lists_valid_names() -> None:
     with pytest.raises(ConfigError, match="norm.mlp: unknown norm 'layernorm'; valid: ") as err:
-        parse_norm("layernorm", "norm.mlp")
+        parse_norm("layernorm", "mlp")
     for name in list_norms():
         assert name in str(err.value)
 
 
 def test_unknown_option() -> None:
     with pytest.raises(ConfigError, match="unknown option 'momentum' for norm 'ln'; valid: eps, affine"):
-        parse_norm({"name": "ln", "momentum": 0.1}, "norm.mlp")
+        parse_norm({"name": "ln", "momentum": 0.1}, "mlp")
 
 
 @pytest.mark.parametrize("value,match", [
@@ -293,7 +292,7 @@ def test_unknown_option() -> None:
 ])
 def test_wrong_option_type(value: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        parse_norm(value, "norm.mlp")
+        parse_norm(value, "mlp")
 
 
 def test_int_accepted_for_float_option() -> None:
@@ -302,26 +301,28 @@ def test_int_accepted_for_float_option() -> None:
 
 def test_scope_on_non_embedding_stage() -> None:
     with pytest.raises(ConfigError, match="norm.mlp: option 'scope' applies only to the numeric and categorical"):
-        parse_norm({"name": "ln", "scope": "all"}, "norm.mlp", embedding=False)
+        parse_norm({"name": "ln", "scope": "all"}, "mlp")
 
 
 @pytest.mark.parametrize("name,scope", [("ln", "dim"), ("bn", "all"), ("rms", "nowhere")])
 def test_bad_scope_for_the_norm(name: str, scope: str) -> None:
     with pytest.raises(ConfigError, match=f"scope '{scope}' is not valid for norm '{name}'; valid: "):
-        parse_norm({"name": name, "scope": scope}, "norm.numeric", embedding=True)
+        parse_norm({"name": name, "scope": scope}, "numeric")
 
 
 def test_malformed_norm_value() -> None:
     with pytest.raises(ConfigError, match="expected a norm name or a mapping with 'name'"):
-        parse_norm({"eps": 1e-5}, "norm.cin")
+        parse_norm({"eps": 1e-5}, "cin")
 
 
 def test_config_errors_surface_through_model_construction() -> None:
-    model = ModelConfig("dnn", D, {"hidden": [8]})
+    def model(**norm: object) -> tuple:
+        return model_config("dnn", D, {"hidden": [8]}, **norm)
+
     with pytest.raises(ConfigError, match="norm.mlp: option 'scope'"):
-        build_model(tiny_schema(), model, NormConfig(mlp={"name": "ln", "scope": "all"}))
+        build_model(tiny_schema(), *model(mlp={"name": "ln", "scope": "all"}))
     with pytest.raises(ConfigError, match="norm.numeric: unknown norm 'batchnorm'"):
-        build_model(tiny_schema(), model, NormConfig(numeric="batchnorm"))
+        build_model(tiny_schema(), *model(numeric="batchnorm"))
 
 
 def test_norm_spec_passthrough() -> None:

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from conftest import CRITEO_ROWS, write_rows
+from _tiny import config_section
+
 from ctr.config import DataConfig
 from ctr.data import encoders
 from ctr.data.criteo import COLUMNS, KeyCodec
@@ -25,7 +27,7 @@ from ctr.errors import DataError
 
 
 def config(path: Path, cache: Path, **kw) -> DataConfig:
-    return DataConfig(path=str(path), cache_dir=str(cache), **kw)
+    return config_section("data", path=str(path), cache_dir=str(cache), **kw)
 
 
 def raw_frame(path: Path) -> pd.DataFrame:
@@ -83,7 +85,7 @@ def test_split_directory(tmp_path: Path, criteo_lines: list[str]) -> None:
 
 
 def test_vocab_is_fitted_on_train_rows_only(criteo_file: Path, prepared: PreparedData) -> None:
-    cfg = DataConfig()
+    cfg = config_section("data")
     df = raw_frame(criteo_file)
     train = df[train_mask(len(df), cfg)]
     for name in ("C2", "C8", "C13"):
@@ -103,7 +105,7 @@ def test_vocab_is_fitted_on_train_rows_only(criteo_file: Path, prepared: Prepare
 
 
 def test_value_only_in_test_maps_to_oov(criteo_lines: list[str], tmp_path: Path) -> None:
-    cfg = DataConfig()
+    cfg = config_section("data")
     split = assign_splits(np.arange(1, len(criteo_lines) + 1), cfg.split_seed, cfg.split)
     test_rows = np.flatnonzero(split == 2)[:30]
     lines = list(criteo_lines)
@@ -280,7 +282,7 @@ def test_cache_is_reused_and_keyed_by_options(criteo_file: Path, tmp_path: Path,
 
 def test_cache_root_defaults_beside_the_raw_file(criteo_lines: list[str], tmp_path: Path) -> None:
     raw = write_rows(tmp_path / "raw.txt", criteo_lines[:500])
-    got = prepare_data(DataConfig(path=str(raw)), progress=False)
+    got = prepare_data(config_section("data", path=str(raw)), progress=False)
     assert got.dir.parent == tmp_path / ".ctr_cache"
 
 
@@ -306,7 +308,7 @@ def test_interrupted_prepare_leaves_no_final_directory(criteo_file: Path, tmp_pa
 
 
 def test_encode_raw_rebuilds_the_test_split(criteo_file: Path, prepared: PreparedData) -> None:
-    cfg = DataConfig()
+    cfg = config_section("data")
     want = load_split(prepared, "test")
     got = encode_raw(criteo_file, prepared.schema, "test", cfg.split_seed, cfg.split)
     for name in ("ids", "dense", "dense_missing", "label"):

@@ -5,7 +5,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ctr.config import ModelConfig, NormConfig, TrainConfig
+from _tiny import config_section, model_config
+
 from ctr.types import Batch, Field, Schema
 from ctr.models import build_model
 from ctr.train.optim import build_optimizer
@@ -19,7 +20,7 @@ def test_deepfm_matches_hand_written_forward_and_adam_steps():
     vocab = [5, 7, 11, 3, 9]
     schema = Schema([Field(f"I{i}", "numeric", "id", "log2_bucket", v) for i, v in enumerate(vocab[:2])]
                     + [Field(f"C{i}", "categorical", "id", "vocab", v) for i, v in enumerate(vocab[2:])])
-    ours = build_model(schema, ModelConfig("deepfm", 4, {"hidden": [16, 8]}), NormConfig())
+    ours = build_model(schema, *model_config("deepfm", 4, {"hidden": [16, 8]}))
     ref = HandDeepFM(vocab, 0, dim=4, hidden=(16, 8))
     with torch.no_grad():
         ours.embed.table.weight.copy_(ref.emb.weight)
@@ -28,7 +29,7 @@ def test_deepfm_matches_hand_written_forward_and_adam_steps():
         for a, b in zip([m for m in ours.mlp.net if hasattr(m, "weight")], [m for m in ref.mlp if hasattr(m, "weight")]):
             a.weight.copy_(b.weight)
             a.bias.copy_(b.bias)
-    o1 = build_optimizer(ours, TrainConfig(lr=1e-2))
+    o1 = build_optimizer(ours, config_section("train", lr=1e-2))
     o2 = torch.optim.Adam(ref.parameters(), lr=1e-2)
     for _ in range(5):
         ids = torch.stack([torch.randint(0, v, (64,)) for v in vocab], 1)

@@ -3,7 +3,7 @@
 An ablation file is a run config (any of ``data``, ``model``, ``norm``, ``train``, ``diagnostics``, applied to
 every run) plus these keys::
 
-    base: [../models/normdnn.yaml]  # optional run-config file(s), relative to this file, merged first
+    base: [../presets/normdnn.yaml]  # optional run-config file(s), relative to this file, merged first
     grid:                           # dotted key -> values; the cartesian product of all keys
       model.name: [dnn, deepfm]
     stage_norms:                    # one stage at a time: a cell per (norm, stage), the other stages untouched
@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ctr.config import CONFIG_DIR, STAGES, RunConfig, from_dict, parse_override, read_yaml
+from ctr.config import STAGES, RunConfig, load_config, nest, parse_override, read_yaml
 from ctr.errors import ConfigError
 from ctr.models import get_model
+from ctr.models.base import model_spec
 from ctr.nn.norm import parse_norm
 
 ABLATION_KEYS = ("base", "grid", "stage_norms", "cells", "seeds", "baseline", "alpha")
@@ -208,7 +209,11 @@ def _stage_norm_cells(raw: Any, where: str) -> list[dict[str, Any]]:
         if s not in STAGES:
             raise ConfigError(f"{where}stage_norms: unknown stage {s!r}; valid: {', '.join(STAGES)}")
     for n in norms:
-        parse_norm(n, f"{where}stage_norms.norms", embedding=True)
+        for s in stages:
+            try:
+                parse_norm(n, s)
+            except ConfigError as e:
+                raise ConfigError(f"{where}stage_norms.norms: {e}") from None
     return [{f"norm.{s}": n} for n in norms for s in stages]
 
 
@@ -253,11 +258,9 @@ def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None, overr
     Raises:
         ConfigError: a key or value that no run config accepts (names the cell).
     """
-    common = copy.deepcopy(spec.config)
+    common = [spec.config] + [parse_override(text) for text in overrides]
     if data_path is not None:
-        common = _merge(common, {"data": {"path": str(Path(data_path).resolve())}})
-    for text in overrides:
-        common = _merge(common, parse_override(text))
+        common.insert(1, {"data": {"path": str(Path(data_path).resolve())}})
     keys = design_keys(spec)
     shorts = _short_names(keys + list(spec.baseline))
 
@@ -265,11 +268,12 @@ def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None, overr
     invalid: list[tuple[str, str]] = []
     for assignment in expand(spec):
         label = _label(assignment, shorts)
-        reason = _invalid_reason(assignment, _raw_config(spec, common, assignment)["model"].get("name", "deepfm"))
+        cfg = _resolve(spec, common, assignment, f"cell '{label}'")
+        reason = _invalid_reason(assignment, cfg.model.name)
         if reason:
             invalid.append((label, reason))
             continue
-        cfg = _resolve(spec, common, assignment, f"cell '{label}'")
+        _check_model(cfg, f"cell '{label}'")
         cid = config_hash(cfg)
         if cid in cells:
             continue
@@ -279,6 +283,7 @@ def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None, overr
     for cell in list(cells.values()):
         base_assignment = {**cell.assignment, **spec.baseline}
         base_cfg = _resolve(spec, common, base_assignment, f"baseline of cell '{cell.label}'")
+        _check_model(base_cfg, f"baseline of cell '{cell.label}'")
         bid = config_hash(base_cfg)
         if bid not in cells:
             label = ", ".join(x for x in (cell.context, "baseline") if x)
@@ -292,61 +297,24 @@ def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None, overr
     return Plan(spec, ordered, invalid, runs, keys)
 
 
-def _resolve(spec: AblationSpec, common: dict[str, Any], assignment: dict[str, Any], what: str) -> RunConfig:
-    """The run config of a cell, in the order of ``ctr.config.load_config``: ``configs/base.yaml``, the model's
-    default config, the base files, the ablation's own sections, then the cell's keys (later wins).
+def _resolve(spec: AblationSpec, common: list[dict[str, Any]], assignment: dict[str, Any], what: str) -> RunConfig:
+    """The run config of a cell: ``ctr.config.load_config`` over the base files, then the ablation's own
+    sections and the CLI's settings (``common``), then the cell's keys (later wins).
 
     Dotted keys set one leaf and keep its siblings; a ``norm.<stage>`` value replaces the previous one whole.
     """
     try:
-        return from_dict(_raw_config(spec, common, assignment))
+        return load_config(spec.base, extra_layers=[*common, nest(assignment)])
     except ConfigError as e:
         raise ConfigError(f"{what}: {e}") from None
 
 
-def _raw_config(spec: AblationSpec, common: dict[str, Any], assignment: dict[str, Any]) -> dict[str, Any]:
-    """The merged, not yet validated, config mapping of a cell (see :func:`_resolve`)."""
-    user: dict[str, Any] = {}
-    for path in spec.base:
-        user = _merge(user, read_yaml(path))
-    user = _merge(user, common)
-    user = _merge(user, nest(assignment))
-    raw = read_yaml(CONFIG_DIR / "base.yaml") if (CONFIG_DIR / "base.yaml").is_file() else {}
-    name = (user.get("model") or {}).get("name", (raw.get("model") or {}).get("name", "deepfm"))
-    model_file = CONFIG_DIR / "models" / f"{name}.yaml"
-    if isinstance(name, str) and model_file.is_file():
-        raw = _merge(raw, read_yaml(model_file))
-    raw = _merge(raw, user)
-    if not isinstance(raw.get("model"), dict):
-        raise ConfigError(f"config section 'model' must be a mapping, got {raw.get('model')!r}")
-    return raw
-
-
-def nest(dotted: dict[str, Any]) -> dict[str, Any]:
-    """``{"norm.mlp": "ln", "train.lr": 0.1}`` -> ``{"norm": {"mlp": "ln"}, "train": {"lr": 0.1}}``."""
-    out: dict[str, Any] = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        cur = out
-        for p in parents:
-            cur = cur.setdefault(p, {})
-            if not isinstance(cur, dict):
-                raise ConfigError(f"key '{key}' sets inside '{p}', which another key sets to a value")
-        cur[leaf] = copy.deepcopy(value)
-    return out
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Recursive merge, ``over`` wins; a norm stage's value (name or mapping) is replaced, never merged."""
-    out = dict(base)
-    for k, v in over.items():
-        here = path + (k,)
-        is_stage = len(here) == 2 and here[0] == "norm" and here[1] in STAGES
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not is_stage:
-            out[k] = _merge(out[k], v, here)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+def _check_model(cfg: RunConfig, what: str) -> None:
+    """The model options and stage norms of ``cfg`` are valid for its model (checked before any run starts)."""
+    try:
+        model_spec(cfg.model, cfg.norm)
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 def _invalid_reason(assignment: dict[str, Any], model_name: str) -> str:
@@ -354,7 +322,7 @@ def _invalid_reason(assignment: dict[str, Any], model_name: str) -> str:
     model = get_model(model_name)
     for key, value in assignment.items():
         stage = key[len("norm."):] if key.startswith("norm.") else ""
-        if stage in STAGES and stage not in model.stages and not parse_norm(value, key, True).is_none:
+        if stage in STAGES and stage not in model.stages and not parse_norm(value, stage).is_none:
             return f"model '{model.name}' has no '{stage}' stage (it has: {', '.join(model.stages)})"
     return ""
 

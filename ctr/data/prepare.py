@@ -500,9 +500,3 @@ def _bar(progress: bool, desc: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="rows", unit_scale=True, disable=not progress, file=sys.stderr, leave=False)
-
-
-if __name__ == "__main__":
-    from ctr.cli import prepare_main, run_cli
-
-    sys.exit(run_cli(prepare_main))

@@ -6,23 +6,21 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, EmbeddingOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, EmbeddingOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.attention import SelfAttentionStack
-from ctr.nn.norm import NormSpec
 
 
 @dataclass
 class AutoIntOptions(EmbeddingOptions):
     """Official-code defaults (Criteo run: 3 layers, 2 heads, 64 = 2 x 32 per layer, residual, ReLU projections)."""
 
-    attention_layers: int = 3
-    attention_dim: int = 64
-    heads: int = 2
-    residual: bool = True
-    projection_relu: bool = True
-    attention_dropout: float = 0.0
+    attention_layers: int
+    attention_dim: int
+    heads: int
+    residual: bool
+    projection_relu: bool
+    attention_dropout: float
 
 
 @register_model("autoint")
@@ -34,12 +32,13 @@ class AutoInt(CTRModel):
     stages = ("numeric", "categorical", "attention")
     Options = AutoIntOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: AutoIntOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[AutoIntOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         f = self.embed.num_fields
         self.attention = SelfAttentionStack(f, embed_dim, [options.attention_dim] * options.attention_layers,
-                                            options.heads, norms["attention"], norm_cfg.attention_position,
+                                            options.heads, norms["attention"],
                                             options.projection_relu, options.residual, options.attention_dropout)
         self.attention_out = nn.Linear(f * self.attention.out_dim, 1)
 

@@ -6,19 +6,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.cross import CrossNet
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 
 @dataclass
 class DCNOptions(MLPOptions):
     """Cross layers and the deep part (``hidden``, default 400 x 3)."""
 
-    cross_layers: int = 3
+    cross_layers: int
 
 
 @register_model("dcn")
@@ -29,12 +27,13 @@ class DCN(CTRModel):
     stages = ("numeric", "categorical", "mlp", "cross")
     Options = DCNOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: DCNOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[DCNOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         width = self.embed.num_fields * embed_dim
         self.cross = CrossNet(width, options.cross_layers, norms["cross"])
-        self.mlp = MLP(width, options.hidden, norms["mlp"], norm_cfg.mlp_position, options.dropout, options.activation)
+        self.mlp = MLP(width, options.hidden, norms["mlp"], options.dropout, options.activation)
         self.out = nn.Linear(self.cross.out_dim + self.mlp.out_dim, 1)
 
     def forward(self, batch: Batch) -> Tensor:

@@ -7,13 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.cross import CrossNetV2
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 STRUCTURES = ("parallel", "stacked", "crossnet_only")
 
@@ -23,10 +21,10 @@ class DCNV2Options(MLPOptions):
     """``structure``: parallel (cross || MLP, concatenated), stacked (MLP on the cross output) or crossnet_only.
     ``low_rank``: rank of the cross matrices (None = full rank); ``num_experts`` > 1 with it gives DCN-Mix."""
 
-    cross_layers: int = 3
-    structure: str = "parallel"
-    low_rank: int | None = None
-    num_experts: int = 1
+    cross_layers: int
+    structure: str
+    low_rank: int | None
+    num_experts: int
 
     def __post_init__(self) -> None:
         if self.structure not in STRUCTURES:
@@ -42,16 +40,17 @@ class DCNV2(CTRModel):
     stages = ("numeric", "categorical", "mlp", "cross")
     Options = DCNV2Options
 
-    def __init__(self, schema: Schema, embed_dim: int, options: DCNV2Options, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[DCNV2Options]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         width = self.embed.num_fields * embed_dim
         self.structure = options.structure
         self.cross = CrossNetV2(width, options.cross_layers, norms["cross"], options.low_rank, options.num_experts)
         self.mlp = None
         out = width
         if options.structure != "crossnet_only":
-            self.mlp = MLP(width, options.hidden, norms["mlp"], norm_cfg.mlp_position, options.dropout,
+            self.mlp = MLP(width, options.hidden, norms["mlp"], options.dropout,
                            options.activation)
             out = self.mlp.out_dim + (width if options.structure == "parallel" else 0)
         elif not norms["mlp"].is_none:

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 
 @register_model("dnn")
@@ -18,10 +16,11 @@ class DNN(CTRModel):
     stages = ("numeric", "categorical", "mlp")
     Options = MLPOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: MLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
-        self.mlp = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position,
+    def __init__(self, schema: Schema, spec: ModelSpec[MLPOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
+        self.mlp = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"],
                        options.dropout, options.activation, out_dim=1)
 
     def forward(self, batch: Batch) -> Tensor:

@@ -7,22 +7,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.embedding import LinearTerm
 from ctr.nn.interaction import BILINEAR_TYPES, Bilinear, SENet
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 
 @dataclass
 class FiBiNETOptions(MLPOptions):
     """SENET reduction ratio and bilinear type (``field_all``, ``field_each``, ``field_interaction``)."""
 
-    reduction_ratio: int = 3
-    bilinear_type: str = "field_interaction"
+    reduction_ratio: int
+    bilinear_type: str
 
     def __post_init__(self) -> None:
         if self.bilinear_type not in BILINEAR_TYPES:
@@ -39,15 +37,16 @@ class FiBiNET(CTRModel):
     stages = ("numeric", "categorical", "mlp")
     Options = FiBiNETOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: FiBiNETOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[FiBiNETOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         f = self.embed.num_fields
         self.linear = LinearTerm(schema)
         self.senet = SENet(f, options.reduction_ratio)
         self.bilinear_e = Bilinear(f, embed_dim, options.bilinear_type)
         self.bilinear_v = Bilinear(f, embed_dim, options.bilinear_type)
-        self.mlp = MLP(2 * self.bilinear_e.out_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position,
+        self.mlp = MLP(2 * self.bilinear_e.out_dim, options.hidden, norms["mlp"],
                        options.dropout, options.activation, out_dim=1)
 
     def forward(self, batch: Batch) -> Tensor:

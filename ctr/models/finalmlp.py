@@ -1,16 +1,14 @@
 """FinalMLP (Mao et al., AAAI 2023, "FinalMLP: An Enhanced Two-Stream MLP Model for CTR Prediction")."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.gating import BilinearFusion, FeatureGating
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 
 @dataclass
@@ -18,12 +16,11 @@ class FinalMLPOptions(MLPOptions):
     """Stream 1 is ``hidden``/``dropout``, stream 2 ``hidden2``/``dropout2``; ``gate_hidden`` sizes each stream's
     gate MLP (``use_gating: false`` gives DualMLP); ``fusion_heads`` splits the bilinear fusion."""
 
-    hidden: list[int] = field(default_factory=lambda: [400, 400, 400])
-    hidden2: list[int] = field(default_factory=lambda: [800])
-    dropout2: float = 0.0
-    gate_hidden: list[int] = field(default_factory=lambda: [800])
-    use_gating: bool = True
-    fusion_heads: int = 1
+    hidden2: list[int]
+    dropout2: float
+    gate_hidden: list[int]
+    use_gating: bool
+    fusion_heads: int
 
 
 @register_model("finalmlp")
@@ -34,15 +31,15 @@ class FinalMLP(CTRModel):
     stages = ("numeric", "categorical", "mlp")
     Options = FinalMLPOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: FinalMLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[FinalMLPOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         f = self.embed.num_fields
         self.gate1 = FeatureGating(f, embed_dim, options.gate_hidden) if options.use_gating else None
         self.gate2 = FeatureGating(f, embed_dim, options.gate_hidden) if options.use_gating else None
-        pos = norm_cfg.mlp_position
-        self.mlp1 = MLP(f * embed_dim, options.hidden, norms["mlp"], pos, options.dropout, options.activation)
-        self.mlp2 = MLP(f * embed_dim, options.hidden2, norms["mlp"], pos, options.dropout2, options.activation)
+        self.mlp1 = MLP(f * embed_dim, options.hidden, norms["mlp"], options.dropout, options.activation)
+        self.mlp2 = MLP(f * embed_dim, options.hidden2, norms["mlp"], options.dropout2, options.activation)
         self.fusion = BilinearFusion(self.mlp1.out_dim, self.mlp2.out_dim, options.fusion_heads)
 
     def forward(self, batch: Batch) -> Tensor:

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, EmbeddingOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, EmbeddingOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.embedding import LinearTerm
 from ctr.nn.interaction import FM as FMInteraction
-from ctr.nn.norm import NormSpec
 
 
 @register_model("fm")
@@ -20,9 +18,9 @@ class FM(CTRModel):
     stages = ("numeric", "categorical")
     Options = EmbeddingOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: EmbeddingOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[EmbeddingOptions]) -> None:
+        super().__init__(schema, spec)
+        self.embed = field_embedding(schema, spec)
         self.linear = LinearTerm(schema)
         self.fm = FMInteraction()
 

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, NoOptions, register_model
+from ctr.models.base import CTRModel, ModelSpec, NoOptions, register_model
 from ctr.nn.embedding import LinearTerm
-from ctr.nn.norm import NormSpec
 
 
 @register_model("lr")
@@ -21,8 +19,8 @@ class LR(CTRModel):
     stages = ()
     Options = NoOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: NoOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
+    def __init__(self, schema: Schema, spec: ModelSpec[NoOptions]) -> None:
+        super().__init__(schema, spec)
         self.linear = LinearTerm(schema)
 
     def forward(self, batch: Batch) -> Tensor:

@@ -2,18 +2,16 @@
 Models by Instance-Guided Mask")."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.gating import MaskBlock
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 STRUCTURES = ("parallel", "serial")
 
@@ -23,11 +21,10 @@ class MaskNetOptions(MLPOptions):
     """``parallel`` (ParaMaskNet): ``num_blocks`` MaskBlocks of width ``block_dim`` on the embeddings, concatenated
     into an MLP of widths ``hidden``. ``serial`` (SerMaskNet): one MaskBlock per entry of ``hidden``, chained."""
 
-    hidden: list[int] = field(default_factory=lambda: [400, 400])
-    structure: str = "parallel"
-    num_blocks: int = 3
-    block_dim: int = 64
-    reduction_ratio: float = 1.0
+    structure: str
+    num_blocks: int
+    block_dim: int
+    reduction_ratio: float
 
     def __post_init__(self) -> None:
         if self.structure not in STRUCTURES:
@@ -43,17 +40,18 @@ class MaskNet(CTRModel):
     stages = ("numeric", "categorical", "mlp")
     Options = MaskNetOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: MaskNetOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[MaskNetOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         width = self.embed.num_fields * embed_dim
         self.parallel = options.structure == "parallel"
-        args = (options.reduction_ratio, norms["mlp"], norm_cfg.mlp_position, options.dropout, options.activation)
+        args = (options.reduction_ratio, norms["mlp"], options.dropout, options.activation)
         self.blocks = nn.ModuleList()
         if self.parallel:
             self.blocks.extend(MaskBlock(width, width, options.block_dim, *args) for _ in range(options.num_blocks))
             self.head = MLP(options.num_blocks * options.block_dim, options.hidden, norms["mlp"],
-                            norm_cfg.mlp_position, options.dropout, options.activation, out_dim=1)
+                            options.dropout, options.activation, out_dim=1)
         else:
             for h in options.hidden:
                 self.blocks.append(MaskBlock(width, self.blocks[-1].out_dim if self.blocks else width, h, *args))

@@ -4,12 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.interaction import InnerProduct
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 
 @register_model("pnn")
@@ -20,12 +18,13 @@ class PNN(CTRModel):
     stages = ("numeric", "categorical", "mlp")
     Options = MLPOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: MLPOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[MLPOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         f = self.embed.num_fields
         self.inner = InnerProduct(f)
-        self.mlp = MLP(f * embed_dim + self.inner.out_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position,
+        self.mlp = MLP(f * embed_dim + self.inner.out_dim, options.hidden, norms["mlp"],
                        options.dropout, options.activation, out_dim=1)
 
     def forward(self, batch: Batch) -> Tensor:

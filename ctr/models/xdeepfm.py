@@ -2,25 +2,22 @@
 Systems")."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ctr.config import NormConfig
 from ctr.types import Batch, Schema
-from ctr.models.base import CTRModel, MLPOptions, field_embedding, register_model
+from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.cin import CIN
 from ctr.nn.embedding import LinearTerm
 from ctr.nn.mlp import MLP
-from ctr.nn.norm import NormSpec
 
 
 @dataclass
 class XDeepFMOptions(MLPOptions):
     """CIN feature maps per layer (paper, Criteo: 200 x 3) and the DNN (paper: 400-400)."""
 
-    hidden: list[int] = field(default_factory=lambda: [400, 400])
-    cin_layers: list[int] = field(default_factory=lambda: [200, 200, 200])
+    cin_layers: list[int]
 
 
 @register_model("xdeepfm")
@@ -30,14 +27,15 @@ class XDeepFM(CTRModel):
     stages = ("numeric", "categorical", "mlp", "cin")
     Options = XDeepFMOptions
 
-    def __init__(self, schema: Schema, embed_dim: int, options: XDeepFMOptions, norms: dict[str, NormSpec], norm_cfg: NormConfig) -> None:
-        super().__init__(schema, embed_dim, options, norms, norm_cfg)
-        self.embed = field_embedding(schema, embed_dim, norms, options)
+    def __init__(self, schema: Schema, spec: ModelSpec[XDeepFMOptions]) -> None:
+        super().__init__(schema, spec)
+        embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
+        self.embed = field_embedding(schema, spec)
         f = self.embed.num_fields
         self.linear = LinearTerm(schema)
         self.cin = CIN(f, embed_dim, options.cin_layers, norms["cin"])
         self.cin_out = nn.Linear(self.cin.out_dim, 1)
-        self.mlp = MLP(f * embed_dim, options.hidden, norms["mlp"], norm_cfg.mlp_position, options.dropout,
+        self.mlp = MLP(f * embed_dim, options.hidden, norms["mlp"], options.dropout,
                        options.activation, out_dim=1)
 
     def forward(self, batch: Batch) -> Tensor:

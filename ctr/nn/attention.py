@@ -5,7 +5,7 @@ Shape letters: A = attention width of a layer (all heads), heads split it into A
 The layer follows the official code (``featureRec/autoint/model.py``, ``multihead_attention``): Q, K, V and the
 residual are Linear projections (each followed by ReLU when ``projection_relu``), scaled dot-product softmax per
 head, attention dropout, heads concatenated, residual added, then ReLU. The paper's equations have no ReLU on the
-projections and no norm; the code adds a LayerNorm after the ReLU. Norm positions (``norm.attention_position``):
+projections and no norm; the code adds a LayerNorm after the ReLU. Norm positions (``norm.attention``'s ``position``):
 
 * ``post`` (the official code, Post-LN): ``y = Norm(ReLU(MHA(x) + Res(x)))``.
 * ``pre`` (Xiong et al. 2020, Pre-LN): ``y = ReLU(MHA(Norm(x)) + Res(x))`` and one final ``Norm`` after the
@@ -21,8 +21,6 @@ from torch import Tensor, nn
 from ctr.errors import ConfigError
 from ctr.nn.norm import NormSpec, parse_norm
 
-POSITIONS = ("post", "pre")
-
 
 class InteractingLayer(nn.Module):
     """One interacting layer: multi-head self-attention over fields with a projected residual.
@@ -32,22 +30,20 @@ class InteractingLayer(nn.Module):
         in_dim: width of each field's input vector.
         out_dim: A, width of each field's output (all heads).
         heads: number of heads; must divide ``out_dim``.
-        norm: the ``attention`` stage norm; shape (F, in_dim) for ``pre``, (F, out_dim) for ``post``.
-        position: ``post`` or ``pre`` (see the module docstring).
+        norm: the ``attention`` stage norm and its position (``post`` or ``pre``, see the module docstring); shape
+            (F, in_dim) for ``pre``, (F, out_dim) for ``post``.
         projection_relu: ReLU after the Q, K, V and residual projections (official code).
         residual: add the projected residual ``Res(x)``.
         dropout: dropout on the attention weights.
     """
 
     def __init__(self, num_fields: int, in_dim: int, out_dim: int, heads: int = 2, norm: NormSpec | str = "none",
-                 position: str = "post", projection_relu: bool = True, residual: bool = True,
-                 dropout: float = 0.0) -> None:
+                 projection_relu: bool = True, residual: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
-        if position not in POSITIONS:
-            raise ConfigError(f"attention position '{position}' is not one of: {', '.join(POSITIONS)}")
         if out_dim % heads:
             raise ConfigError(f"attention width {out_dim} is not divisible by {heads} heads")
-        spec = parse_norm(norm, "norm.attention")
+        spec = parse_norm(norm, "attention")
+        position = spec.position
         self.heads, self.position, self.dropout = heads, position, dropout
         self.projection_relu = projection_relu
         norm_shape = (num_fields, in_dim if position == "pre" else out_dim)
@@ -80,22 +76,21 @@ class SelfAttentionStack(nn.Module):
         in_dim: D, the embedding width.
         layer_dims: A of each layer.
         heads, projection_relu, residual, dropout: per layer, see :class:`InteractingLayer`.
-        norm: the ``attention`` stage norm.
-        position: ``post`` or ``pre``.
+        norm: the ``attention`` stage norm and its position, ``post`` or ``pre``.
     """
 
     def __init__(self, num_fields: int, in_dim: int, layer_dims: list[int], heads: int = 2,
-                 norm: NormSpec | str = "none", position: str = "post", projection_relu: bool = True,
-                 residual: bool = True, dropout: float = 0.0) -> None:
+                 norm: NormSpec | str = "none", projection_relu: bool = True, residual: bool = True,
+                 dropout: float = 0.0) -> None:
         super().__init__()
-        spec = parse_norm(norm, "norm.attention")
+        spec = parse_norm(norm, "attention")
         self.layers = nn.ModuleList()
         width = in_dim
         for a in layer_dims:
-            self.layers.append(InteractingLayer(num_fields, width, a, heads, spec, position, projection_relu,
+            self.layers.append(InteractingLayer(num_fields, width, a, heads, spec, projection_relu,
                                                 residual, dropout))
             width = a
-        pre = position == "pre" and not spec.reparametrizes and layer_dims
+        pre = spec.position == "pre" and not spec.reparametrizes and layer_dims
         self.final_norm = spec.build((num_fields, width)) if pre else nn.Identity()
         self.out_dim = width
 

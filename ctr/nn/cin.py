@@ -31,7 +31,7 @@ class CIN(nn.Module):
 
     def __init__(self, num_fields: int, dim: int, layer_sizes: list[int], norm: NormSpec | str = "none") -> None:
         super().__init__()
-        spec = parse_norm(norm, "norm.cin")
+        spec = parse_norm(norm, "cin")
         self.linears, self.norms = nn.ModuleList(), nn.ModuleList()
         prev = num_fields
         for h in layer_sizes:

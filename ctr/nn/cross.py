@@ -25,7 +25,7 @@ class CrossNet(nn.Module):
 
     def __init__(self, in_dim: int, num_layers: int, norm: NormSpec | str = "none") -> None:
         super().__init__()
-        spec = parse_norm(norm, "norm.cross")
+        spec = parse_norm(norm, "cross")
         self.weights, self.norms = nn.ModuleList(), nn.ModuleList()
         for _ in range(num_layers):
             linear, norm_layer = spec.apply(nn.Linear(in_dim, 1, bias=False), in_dim)
@@ -63,7 +63,7 @@ class CrossNetV2(nn.Module):
     def __init__(self, in_dim: int, num_layers: int, norm: NormSpec | str = "none", low_rank: int | None = None,
                  num_experts: int = 1) -> None:
         super().__init__()
-        spec = parse_norm(norm, "norm.cross")
+        spec = parse_norm(norm, "cross")
         self.layers, self.norms = nn.ModuleList(), nn.ModuleList()
         for _ in range(num_layers):
             layer = _CrossV2Layer(in_dim, spec, low_rank, num_experts)

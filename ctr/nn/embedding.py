@@ -1,6 +1,6 @@
 """Field embeddings: every field becomes a D-vector, with the numeric and categorical stage norms applied.
 
-Numeric fields are embedded so that every norm keeps the value (see ``shared/research/papers.md`` 1.3): a dense
+Numeric fields are embedded so that every norm keeps the value (``docs/normalization.md``): a dense
 value ``x`` becomes ``x * v + b`` (``m`` where missing), with per-field vectors ``v, b, m``. A per-field LN of the
 bias-free ``x * v`` would keep only ``sign(x)``; the bias breaks the proportionality. Bucketised numeric fields are
 looked up in the id table like categorical fields but still belong to the numeric stage.
@@ -25,15 +25,17 @@ class FieldEmbedding(nn.Module):
         dim: D.
         numeric: norm of the numeric stage (fields whose raw column is numeric), over (B, F_num, D).
         categorical: norm of the categorical stage, over (B, F_cat, D).
-        sparse: produce sparse gradients for the id table (pair with a sparse-capable optimizer).
         init_std: std of the normal init of every embedding parameter (``model.embed_init_std``); the stage norms
             start their gains at it unless their spec sets ``init_gain``, so a norm keeps the stage's scale.
 
     One table with per-field offsets holds every id field, so a lookup is one gather whatever F is.
+    ``numeric_norm`` and ``categorical_norm`` are the stage norms (diagnostics hook their outputs).
     """
 
+    param_roles = {name: "embedding" for name in ("table.weight", "dense_weight", "dense_bias", "dense_missing")}
+
     def __init__(self, schema: Schema, dim: int, numeric: NormSpec | str = "none",
-                 categorical: NormSpec | str = "none", sparse: bool = False, init_std: float = EMBED_STD) -> None:
+                 categorical: NormSpec | str = "none", init_std: float = EMBED_STD) -> None:
         super().__init__()
         if not init_std > 0:
             raise ConfigError(f"model.embed_init_std must be > 0, got {init_std}")
@@ -41,7 +43,7 @@ class FieldEmbedding(nn.Module):
         self.dim = dim
         sizes = torch.tensor([f.vocab_size for f in id_fields], dtype=torch.long)
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (Fc,)
-        self.table = nn.Embedding(max(int(sizes.sum()), 1), dim, sparse=sparse)
+        self.table = nn.Embedding(max(int(sizes.sum()), 1), dim)
         nn.init.normal_(self.table.weight, std=init_std)
         fn = len(dense_fields)
         # dense parameters only when there are dense fields: DDP requires every parameter to get a gradient
@@ -56,7 +58,7 @@ class FieldEmbedding(nn.Module):
         self.num_numeric = fn + len(num_ids)
         self.num_categorical = len(cat_ids)
         self.num_fields = self.num_numeric + self.num_categorical
-        num_spec, cat_spec = parse_norm(numeric, "norm.numeric", True), parse_norm(categorical, "norm.categorical", True)
+        num_spec, cat_spec = parse_norm(numeric, "numeric"), parse_norm(categorical, "categorical")
         self.numeric_norm = EmbeddingNorm(num_spec, self.num_numeric, dim, init_std) if self.num_numeric else nn.Identity()
         self.categorical_norm = EmbeddingNorm(cat_spec, self.num_categorical, dim, init_std) if self.num_categorical else nn.Identity()
         self._contiguous_stages = num_ids == list(range(len(num_ids)))  # numeric ids come first: no gather needed
@@ -94,11 +96,13 @@ class LinearTerm(nn.Module):
         schema: the prepared data's schema.
     """
 
-    def __init__(self, schema: Schema, sparse: bool = False) -> None:
+    param_roles = {name: "embedding" for name in ("table.weight", "dense_weight", "missing_weight")}
+
+    def __init__(self, schema: Schema) -> None:
         super().__init__()
         sizes = torch.tensor([f.vocab_size for f in schema.id_fields], dtype=torch.long)
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (Fc,)
-        self.table = nn.Embedding(max(int(sizes.sum()), 1), 1, sparse=sparse)
+        self.table = nn.Embedding(max(int(sizes.sum()), 1), 1)
         nn.init.zeros_(self.table.weight)
         fn = len(schema.dense_fields)
         self.dense_weight = nn.Parameter(torch.zeros(fn)) if fn else None

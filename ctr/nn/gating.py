@@ -14,7 +14,7 @@ class MaskBlock(nn.Module):
 
     ``mask = W2 ReLU(W1 v_emb + b1) + b2`` (aggregation width ``reduction_ratio * in_dim``, projection back to
     ``in_dim``), then ``out = act(Norm(W (mask * v_in)))``. The paper's LayerNorm here is its hidden-layer norm
-    (FuxiCTR's ``net_layernorm``), so this block takes the ``mlp`` stage norm and position (``pre_act`` =
+    (FuxiCTR's ``net_layernorm``), so this block takes the ``mlp`` stage norm with its position (``pre_act`` =
     Linear -> Norm -> act, the paper's order; ``wn`` re-parametrises W). The mask generator has no norm.
 
     Args:
@@ -22,16 +22,16 @@ class MaskBlock(nn.Module):
         in_dim: width of v_in (F*D for the first block, the previous block's width after it).
         out_dim: output width.
         reduction_ratio: aggregation-layer width / in_dim.
-        norm, position, dropout, activation: the hidden layer's, as in :class:`ctr.nn.mlp.MLP`.
+        norm, dropout, activation: the hidden layer's, as in :class:`ctr.nn.mlp.MLP`.
     """
 
     def __init__(self, emb_dim: int, in_dim: int, out_dim: int, reduction_ratio: float = 1.0,
-                 norm: NormSpec | str = "none", position: str = "pre_act", dropout: float = 0.0,
+                 norm: NormSpec | str = "none", dropout: float = 0.0,
                  activation: str = "relu") -> None:
         super().__init__()
         agg = max(1, int(in_dim * reduction_ratio))
         self.mask = nn.Sequential(nn.Linear(emb_dim, agg), nn.ReLU(), nn.Linear(agg, in_dim))
-        self.hidden = MLP(in_dim, [out_dim], norm, position, dropout, activation)
+        self.hidden = MLP(in_dim, [out_dim], norm, dropout, activation)
         self.out_dim = out_dim
 
     def forward(self, v_emb: Tensor, v_in: Tensor) -> Tensor:

@@ -18,25 +18,23 @@ class MLP(nn.Module):
     Args:
         in_dim: input width.
         hidden: widths H of the hidden layers (may be empty).
-        norm: norm of every hidden layer (``wn`` re-parametrises each hidden Linear instead).
-        position: ``pre_act`` (the BatchNorm convention) or ``post_act``.
+        norm: norm of every hidden layer and its position, ``pre_act`` (the BatchNorm convention) or ``post_act``
+            (``wn`` re-parametrises each hidden Linear instead).
         dropout: dropout probability after each activation.
         activation: registered activation name.
         out_dim: if set, a final plain Linear to this width (no norm, no activation).
     """
 
-    def __init__(self, in_dim: int, hidden: list[int], norm: NormSpec | str = "none", position: str = "pre_act",
-                 dropout: float = 0.0, activation: str = "relu", out_dim: int | None = None) -> None:
+    def __init__(self, in_dim: int, hidden: list[int], norm: NormSpec | str = "none", dropout: float = 0.0,
+                 activation: str = "relu", out_dim: int | None = None) -> None:
         super().__init__()
-        spec = parse_norm(norm, "norm.mlp")
-        if position not in ("pre_act", "post_act"):
-            raise ValueError(f"MLP position must be pre_act or post_act, got {position!r}")
+        spec = parse_norm(norm, "mlp")
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
             linear, norm_layer = spec.apply(nn.Linear(width, h), h)
             act = ACTIVATIONS.get(activation)()
-            block = [linear, norm_layer, act] if position == "pre_act" else [linear, act, norm_layer]
+            block = [linear, norm_layer, act] if spec.position == "pre_act" else [linear, act, norm_layer]
             layers += [m for m in block if not isinstance(m, nn.Identity) or m is act]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

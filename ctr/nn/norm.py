@@ -8,10 +8,12 @@ element of ``shape``. ``wn`` re-parametrises the weights of the stage's Linear l
 Configs name a norm per stage as a string (``"vo_ln"``) or a mapping (``{name: bn, momentum: 0.01}``);
 :func:`parse_norm` turns either into a validated :class:`NormSpec` once, and blocks call ``spec.build(shape)`` or
 ``spec.apply(linear, shape)``. Norms with a gain take ``init_gain`` (its initial value; 1 by default, the
-embedding tables' init std at embedding stages: see :class:`EmbeddingNorm`). Formulas follow ``shared/research/papers.md`` section 6.1.
+embedding tables' init std at embedding stages: see :class:`EmbeddingNorm`). The formulas and their sources are
+in ``docs/normalization.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -26,8 +28,9 @@ from ctr.registry import Registry
 
 NORMS: Registry[type[nn.Module]] = Registry("norm")
 
-# embedding-stage scopes: which elements share statistics
-SCOPES = {"field": "per field over D", "all": "across all fields of the stage (F x D)", "dim": "bn only: per dim, shared across fields"}
+EMBEDDING_STAGES = ("numeric", "categorical")
+# stages whose norm can sit in more than one place: the valid positions, the default first
+POSITIONS = {"mlp": ("pre_act", "post_act"), "attention": ("post", "pre")}
 
 
 def _shape(shape: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -36,6 +39,8 @@ def _shape(shape: int | tuple[int, ...]) -> tuple[int, ...]:
 
 class _PerExample(nn.Module):
     """Shared parameter handling for norms with statistics over the last axis."""
+
+    param_roles = {"weight": "norm", "bias": "norm"}  # optimizer group of each parameter (ctr.train.optim)
 
     def __init__(self, shape: int | tuple[int, ...], eps: float, gain: bool, bias: bool, init_gain: float = 1.0) -> None:
         super().__init__()
@@ -79,6 +84,8 @@ class BatchNorm(nn.Module):
     embedding variances of about 1e-4, so eval-mode outputs were off by ~40x and AUC fell to 0.61. Afterwards the
     update is PyTorch's.
     """
+
+    param_roles = {"bn.weight": "norm", "bn.bias": "norm"}
 
     def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  init_gain: float = 1.0) -> None:
@@ -190,6 +197,8 @@ class WeightNorm(nn.Module):
     which costs O(B F D) instead of O(vocab D) per step.
     """
 
+    param_roles = {"weight": "norm"}
+
     def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-8, init_gain: float = 1.0) -> None:
         super().__init__()
         self.shape, self.eps = _shape(shape), eps
@@ -211,11 +220,14 @@ class NormSpec:
         name: registered norm name.
         options: constructor keyword arguments, checked against the norm's signature.
         scope: embedding stages only: ``field`` (default), ``all`` (across F x D) or ``dim`` (bn, shared per dim).
+        position: where the norm sits, for stages with a choice (:data:`POSITIONS`): ``pre_act`` or ``post_act`` in
+            an MLP layer, ``post`` or ``pre`` in an attention layer; ``""`` elsewhere.
     """
 
     name: str = "none"
     options: dict[str, Any] = field(default_factory=dict)
     scope: str = "field"
+    position: str = ""
 
     @property
     def is_none(self) -> bool:
@@ -244,7 +256,8 @@ class NormSpec:
         """``layer`` with its ``weight`` weight-normalised (one gain per output unit) if this spec is ``wn``, else
         ``layer`` unchanged: for a stage's Linear layers that have no activation norm of their own."""
         if self.reparametrizes:
-            return nn.utils.parametrizations.weight_norm(layer, name="weight", dim=0)
+            layer = nn.utils.parametrizations.weight_norm(layer, name="weight", dim=0)
+            layer.param_roles = {"parametrizations.weight.original0": "norm"}  # the magnitudes g; v stays a weight
         return layer
 
 
@@ -269,19 +282,21 @@ def norm_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params}
 
 
-def parse_norm(value: Any, where: str = "norm", embedding: bool = False) -> NormSpec:
-    """Turn a config value (name or mapping with ``name`` and options) into a :class:`NormSpec`.
+def parse_norm(value: Any, stage: str = "mlp") -> NormSpec:
+    """Turn a config value (name or mapping with ``name`` and options) into the :class:`NormSpec` of ``stage``.
 
     Args:
-        value: ``"ln"``, ``{"name": "bn", "momentum": 0.01}``, a NormSpec, or None (= ``none``).
-        where: the config key, used in error messages.
-        embedding: whether the stage is an embedding stage (only those accept ``scope``).
+        value: ``"ln"``, ``{"name": "bn", "momentum": 0.01}``, ``{"name": "ln", "position": "post_act"}``, a
+            NormSpec, or None (= ``none``).
+        stage: one of ``ctr.config.STAGES``; decides whether ``scope`` (embedding stages) and ``position``
+            (:data:`POSITIONS`) are accepted, and names the config key in errors.
 
     Raises:
-        ConfigError: unknown norm, unknown option, wrong option type, or a scope the norm or stage cannot take.
+        ConfigError: unknown norm, unknown option, wrong option type, or a scope/position the norm or stage cannot take.
     """
     if isinstance(value, NormSpec):
         return value
+    where, embedding = f"norm.{stage}", stage in EMBEDDING_STAGES
     if value is None:
         value = "none"
     if isinstance(value, str):
@@ -298,15 +313,22 @@ def parse_norm(value: Any, where: str = "norm", embedding: bool = False) -> Norm
     valid_scopes = {"field", "dim"} if name == "bn" else {"field", "all"}
     if scope not in valid_scopes:
         raise ConfigError(f"{where}: scope '{scope}' is not valid for norm '{name}'; valid: {', '.join(sorted(valid_scopes))}")
+    positions = POSITIONS.get(stage, ("",))
+    position = opts.pop("position", positions[0])
+    if "position" in value and stage not in POSITIONS:
+        raise ConfigError(f"{where}: option 'position' applies only to the {' and '.join(POSITIONS)} stages")
+    if position not in positions:
+        raise ConfigError(f"{where}: position {position!r} is not one of: {', '.join(positions)}")
     accepted = norm_options(name)
     if name == "wn" and not embedding:
         accepted = {k: v for k, v in accepted.items() if k != "init_gain"}  # Linear stages keep ||w|| as the gain
     for key in list(opts):
         if key not in accepted:
-            valid = ", ".join(list(accepted) + (["scope"] if embedding else [])) or "none"
+            extra = ["scope"] if embedding else ["position"] if stage in POSITIONS else []
+            valid = ", ".join(list(accepted) + extra) or "none"
             raise ConfigError(f"{where}: unknown option '{key}' for norm '{name}'; valid: {valid}")
         opts[key] = _check_option(name, key, opts[key], accepted[key], where)
-    return NormSpec(name, opts, scope)
+    return NormSpec(name, opts, scope, position)
 
 
 class EmbeddingNorm(nn.Module):
@@ -330,7 +352,7 @@ class EmbeddingNorm(nn.Module):
         self.scope = spec.scope
         shape = {"field": (num_fields, dim), "all": (num_fields * dim,), "dim": (dim,)}[spec.scope]
         if "init_gain" in norm_options(spec.name) and "init_gain" not in spec.options:
-            spec = NormSpec(spec.name, {**spec.options, "init_gain": init_gain}, spec.scope)
+            spec = dataclasses.replace(spec, options={**spec.options, "init_gain": init_gain})
         self.norm = spec.build(shape)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Training diagnostics (``shared/research/papers.md`` 6.3), logged every ``diagnostics.every`` steps.
+"""Training diagnostics (sources in ``docs/normalization.md``), logged every ``diagnostics.every`` steps.
 
 A :class:`Diagnostics` object is a training hook: ``fit`` calls it after the backward pass and before the
 optimizer step, so the training gradients are in ``.grad``. At step 0 (initialisation) and every ``every`` steps

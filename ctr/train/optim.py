@@ -8,8 +8,6 @@ from torch import nn
 
 from ctr.config import TrainConfig
 from ctr.errors import ConfigError
-from ctr.nn.embedding import FieldEmbedding, LinearTerm
-from ctr.nn.norm import NORMS
 
 ROLES = ("embedding", "norm", "weight", "bias")
 
@@ -17,34 +15,22 @@ ROLES = ("embedding", "norm", "weight", "bias")
 def param_roles(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Split parameters by role, so that changing a norm never silently changes regularisation.
 
-    * ``embedding``: embedding tables and the per-field vectors of dense-value embeddings and linear terms;
-    * ``norm``: gains and biases of every registered norm, and weight-norm magnitudes ``g``;
-    * ``weight``: other tensors with >= 2 dims (Linear / conv weights, weight-norm directions ``v``);
-    * ``bias``: everything else (biases, scalar gates).
+    Modules declare the roles of the parameters they own in a ``param_roles`` mapping (local parameter name ->
+    role): embedding tables and per-field embedding vectors are ``embedding``, norm gains and biases (embedding
+    stages included) and weight-norm magnitudes are ``norm``. Undeclared parameters are ``weight`` (>= 2 dims) or
+    ``bias`` (the rest: biases, scalar gates).
     """
-    norm_types = tuple(NORMS.get(n) for n in NORMS.names())
-    roles: dict[str, list[tuple[str, nn.Parameter]]] = {r: [] for r in ROLES}
-    owner: dict[int, str] = {}
-    for mod_name, module in model.named_modules():
-        if isinstance(module, (nn.Embedding, nn.EmbeddingBag, FieldEmbedding, LinearTerm)):
-            role = "embedding"
-        elif isinstance(module, norm_types):
-            role = "norm"
-        else:
-            continue
-        for p in module.parameters():
-            owner.setdefault(id(p), role)
+    declared: dict[int, str] = {}
+    for module in model.modules():
+        roles = getattr(module, "param_roles", None)
+        if roles:
+            own = dict(module.named_parameters())
+            declared.update({id(own[name]): role for name, role in roles.items() if name in own})
+    out: dict[str, list[tuple[str, nn.Parameter]]] = {r: [] for r in ROLES}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        role = owner.get(id(p))
-        if role is None:
-            if name.endswith("parametrizations.weight.original0"):  # weight-norm magnitude g
-                role = "norm"
-            else:
-                role = "weight" if p.ndim >= 2 else "bias"
-        roles[role].append((name, p))
-    return roles
+        if p.requires_grad:
+            out[declared.get(id(p), "weight" if p.ndim >= 2 else "bias")].append((name, p))
+    return out
 
 
 class Optimizers:
