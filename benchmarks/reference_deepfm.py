@@ -46,7 +46,7 @@ def train_reference(ids, dense, label, vocab_sizes, batch_size=4096, lr=1e-3, ep
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     n, seen, t0, steps = len(label), 0, time.perf_counter(), 0
-    for epoch in range(epochs):
+    for _ in range(epochs):
         perm = torch.randperm(n)
         for i in range(0, n - batch_size + 1, batch_size):
             idx = perm[i:i + batch_size]

@@ -13,10 +13,11 @@ import importlib.resources
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from importlib.resources.abc import Traversable
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 import yaml
 

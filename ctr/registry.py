@@ -1,7 +1,8 @@
 """One small name -> object registry, used for models and norms."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from ctr.errors import ConfigError
 

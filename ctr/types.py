@@ -83,7 +83,7 @@ class Schema:
         Path(path).write_text("{\n" + ",\n".join(items) + "\n}\n")
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Schema":
+    def from_json(cls, path: str | Path) -> Schema:
         try:
             raw = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -126,14 +126,14 @@ class Batch:
     def __len__(self) -> int:
         return self.label.shape[0]
 
-    def rows(self, index: torch.Tensor | slice) -> "Batch":
+    def rows(self, index: torch.Tensor | slice) -> Batch:
         """Rows ``index`` (an int64 index tensor, or a slice for a zero-copy view)."""
         if isinstance(index, slice):
             return Batch(self.ids[index], self.dense[index], self.dense_missing[index], self.label[index])
         return Batch(*(take_rows(t, index) for t in (self.ids, self.dense, self.dense_missing, self.label)))
 
     @staticmethod
-    def concat(parts: list["Batch"]) -> "Batch":
+    def concat(parts: list[Batch]) -> Batch:
         """The rows of ``parts`` one after another (``parts[0]`` itself when there is one part)."""
         import torch
 
@@ -141,5 +141,5 @@ class Batch:
             return parts[0]
         return Batch(*(torch.cat([getattr(p, k) for p in parts]) for k in ("ids", "dense", "dense_missing", "label")))
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.ids, self.dense, self.dense_missing, self.label)))

@@ -1,7 +1,7 @@
-import pytest
-
 import dataclasses
 import importlib.resources
+
+import pytest
 
 from ctr.config import load_config, model_names, parse_override, shipped_configs
 from ctr.errors import ConfigError

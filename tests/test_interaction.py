@@ -201,7 +201,7 @@ def test_attention_post_norms_the_residual_sum(e: torch.Tensor) -> None:
         layer.register_forward_hook(lambda m, inp, out: layer_inputs.append((inp[0], out)))
     out = stack(e)
     assert [n for n, _, _ in seen] == ["layers.0.norm", "layers.1.norm"]  # no final norm
-    for (name, inp, nout), (lin, lout) in zip(seen, layer_inputs):
+    for (_, inp, nout), (_, lout) in zip(seen, layer_inputs):
         assert (inp >= 0).all()  # the norm sees ReLU(MHA + residual), not the layer input
         torch.testing.assert_close(nout, lout)  # and its output is the layer's output
     torch.testing.assert_close(out, seen[-1][2])

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _tiny import config_section
 
 from ctr.data import prepare as prepare_module

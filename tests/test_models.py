@@ -6,7 +6,6 @@ and that the mean BCE loss falls over 20 Adam steps on one fixed batch.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch

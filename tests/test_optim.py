@@ -3,12 +3,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
 from _tiny import config_section, model_config
 
-from ctr.types import Batch, Field, Schema
 from ctr.models import build_model
 from ctr.train.optim import build_optimizer, lr_factor, param_roles
+from ctr.types import Batch, Field, Schema
 
 
 def schema():

@@ -11,9 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from conftest import CRITEO_ROWS, write_rows
 from _tiny import config_section
+from conftest import CRITEO_ROWS, write_rows
 
 from ctr.config import DataConfig
 from ctr.data import encoders
@@ -21,9 +20,9 @@ from ctr.data.criteo import COLUMNS, KeyCodec
 from ctr.data.encoders import FIRST_ID, MISSING_ID, OOV_ID, KeyIndex, ValueCounter, log2_bucket
 from ctr.data.loader import load_split
 from ctr.data.prepare import PreparedData, encode_raw, encode_source_split, prepare_data
-from ctr.types import Schema
 from ctr.data.split import assign_splits, find_split_files
 from ctr.errors import DataError
+from ctr.types import Schema
 
 
 def config(path: Path, cache: Path, **kw) -> DataConfig:
@@ -69,7 +68,7 @@ def test_split_directory(tmp_path: Path, criteo_lines: list[str]) -> None:
     d.mkdir()
     write_rows(d / "train.txt", criteo_lines[:2000])
     write_rows(d / "valid.tsv", criteo_lines[2000:2500])
-    (d / "test.txt.gz").write_bytes(gzip.compress("".join(l + "\n" for l in criteo_lines[2500:]).encode()))
+    (d / "test.txt.gz").write_bytes(gzip.compress("".join(line + "\n" for line in criteo_lines[2500:]).encode()))
     assert sorted(p.name for p in find_split_files(d).values()) == ["test.txt.gz", "train.txt", "valid.tsv"]
     got = prepare_data(config(d, tmp_path / "cache"), progress=False)
     assert got.schema.rows == {"train": 2000, "valid": 500, "test": 500}
@@ -328,7 +327,7 @@ def test_encode_raw_maps_unseen_values_to_oov(criteo_lines: list[str], prepared:
 
 
 def test_encode_raw_rejects_a_different_layout(criteo_lines: list[str], prepared: PreparedData, tmp_path: Path) -> None:
-    path = write_rows(tmp_path / "kaggle_test.txt", ["\t".join(l.split("\t")[1:]) for l in criteo_lines[:50]])
+    path = write_rows(tmp_path / "kaggle_test.txt", ["\t".join(line.split("\t")[1:]) for line in criteo_lines[:50]])
     with pytest.raises(DataError, match="kaggle_test.txt line 1: expected 40 tab-separated columns, got 39"):
         encode_raw(path, prepared.schema)
     with pytest.raises(DataError, match="no row has the raw Criteo layout"):

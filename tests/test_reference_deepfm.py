@@ -4,12 +4,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _tiny import config_section, model_config
 
-from ctr.types import Batch, Field, Schema
 from ctr.models import build_model
 from ctr.train.optim import build_optimizer
+from ctr.types import Batch, Field, Schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from reference_deepfm import HandDeepFM  # noqa: E402
@@ -35,7 +34,7 @@ def test_deepfm_matches_hand_written_forward_and_adam_steps():
         ids = torch.stack([torch.randint(0, v, (64,)) for v in vocab], 1)
         batch = Batch(ids, torch.zeros(64, 0), torch.zeros(64, 0, dtype=torch.bool), torch.randint(0, 2, (64,)).float())
         assert torch.allclose(ours(batch), ref(batch.ids, batch.dense), atol=1e-6)
-        for model, opt, out in ((ours, o1, ours(batch)), (ref, o2, ref(batch.ids, batch.dense))):
+        for opt, out in ((o1, ours(batch)), (o2, ref(batch.ids, batch.dense))):
             opt.zero_grad()
             F.binary_cross_entropy_with_logits(out, batch.label).backward()
             opt.step()

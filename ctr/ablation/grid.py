@@ -26,9 +26,10 @@ import dataclasses
 import hashlib
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ctr.config import STAGES, RunConfig, load_config, nest, parse_override, read_yaml
 from ctr.errors import ConfigError

@@ -1,16 +1,13 @@
-"""Statistics over seeds: mean, std and a paired t-test of a cell against its baseline (same seeds paired).
-
-The p-value comes from ``scipy.stats`` when it is installed (a dev dependency) and otherwise from the Student-t
-tail computed here through the regularised incomplete beta function; ``tests/test_ablation_stats.py`` checks
-both against scipy.
-"""
+"""Statistics over seeds: mean, std and a paired t-test of a cell against its baseline (same seeds paired)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import stats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,55 +62,7 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> PairedTest:
 
 def t_two_sided_p(t: float, df: float) -> float:
     """``P(|T| >= |t|)`` for Student's t with ``df`` degrees of freedom."""
-    try:
-        from scipy import stats
-    except ImportError:
-        return student_t_two_sided_p(t, df)
     return float(2.0 * stats.t.sf(abs(t), df))
-
-
-def student_t_two_sided_p(t: float, df: float) -> float:
-    """``P(|T| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2)`` without scipy."""
-    if math.isnan(t) or df <= 0:
-        return math.nan
-    if math.isinf(t):
-        return 0.0
-    return regularized_beta(df / (df + t * t), df / 2.0, 0.5)
-
-
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """The regularised incomplete beta function ``I_x(a, b)`` for ``0 <= x <= 1``, ``a, b > 0``.
-
-    Evaluated by its continued fraction (modified Lentz), on the side of the symmetry
-    ``I_x(a, b) = 1 - I_{1-x}(b, a)`` where the fraction converges fast.
-    """
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must be in [0, 1], got {x}")
-    if x in (0.0, 1.0):
-        return x
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_fraction(x, a, b) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(1.0 - x, b, a) / b
-
-
-def _beta_fraction(x: float, a: float, b: float, max_iter: int = 500, eps: float = 1e-15) -> float:
-    """Continued fraction ``1 / (1 + d1 / (1 + d2 / (1 + ...)))`` of the incomplete beta, modified Lentz."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, max_iter + 1):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),  # even term d_{2m}
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):  # odd term d_{2m+1}
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= c * d
-        if abs(c * d - 1.0) < eps:
-            break
-    return h
 
 
 # ------------------------------------------------------------------------------------------------------ per cell
@@ -122,7 +71,7 @@ METRICS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
 COMPARED = ("test_auc", "test_logloss")  # metrics with a delta vs baseline and a paired test
 
 
-def summarize(runs: "pd.DataFrame", cells: "pd.DataFrame", alpha: float = 0.05) -> "pd.DataFrame":
+def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """One row per cell: mean/std/n of each metric over its finished seeds, and the paired comparison with its baseline.
 
     Args:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import queue
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +61,7 @@ class RawBatch:
     def __len__(self) -> int:
         return len(self.lines)
 
-    def take(self, rows: np.ndarray) -> "RawBatch":
+    def take(self, rows: np.ndarray) -> RawBatch:
         """The rows selected by ``rows`` (a bool mask, an index array or a slice), in order."""
         return RawBatch(self.lines[rows], self.label[rows], self.ints[:, rows], self.int_missing[:, rows], self.cats[:, rows])
 
@@ -312,15 +313,13 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         thread.join()
 
 
-def open_record_batches(
-    path: str | Path, block_size: int, handler: Any, columns: int = NUM_COLUMNS
-) -> Iterator[pa.RecordBatch]:
+def open_record_batches(path: str | Path, block_size: int, handler: Any) -> Iterator[pa.RecordBatch]:
     """pyarrow's serial streaming CSV reader over a raw file: every column as binary, no quoting, no header.
 
     Serial reading (``use_threads=False``) is what makes ``InvalidRow.number`` exact (with threads pyarrow
     reports no row numbers); :func:`read_criteo` overlaps it with the caller's work through a background thread.
     """
-    names = COLUMNS if columns == NUM_COLUMNS else [f"f{i}" for i in range(columns)]
+    names = COLUMNS
     read = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
     parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False, invalid_row_handler=handler)
     convert = pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=False)
@@ -333,8 +332,7 @@ def open_record_batches(
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     try:
-        for batch in reader:
-            yield batch
+        yield from reader
     except pa.ArrowInvalid as e:
         raise _read_error(path, e, block_size) from None
     finally:

@@ -22,17 +22,17 @@ import numpy as np
 import pandas as pd
 
 from ctr.data.criteo import CAT_COLUMNS, INT_COLUMNS, KeyCodec, RawBatch
-from ctr.types import Field
 from ctr.data.split import splitmix64
 from ctr.errors import DataError
 from ctr.registry import Registry
+from ctr.types import Field
 
 OOV_ID = 0
 MISSING_ID = 1
 FIRST_ID = 2
 SAMPLE_SIZE = 100_000  # values kept per column to estimate quantiles
 
-NUMERIC_TRANSFORMS: Registry[type["ColumnEncoder"]] = Registry("numeric transform")
+NUMERIC_TRANSFORMS: Registry[type[ColumnEncoder]] = Registry("numeric transform")
 
 
 class ValueCounter:
@@ -137,7 +137,7 @@ class ColumnEncoder:
         raise NotImplementedError
 
     @classmethod
-    def from_field(cls, field: Field, codec: KeyCodec) -> "ColumnEncoder":
+    def from_field(cls, field: Field, codec: KeyCodec) -> ColumnEncoder:
         """The fitted encoder described by a saved Field."""
         raise NotImplementedError
 
@@ -188,7 +188,7 @@ class VocabEncoder(ColumnEncoder):
         return ids
 
     @classmethod
-    def from_field(cls, field: Field, codec: KeyCodec) -> "VocabEncoder":
+    def from_field(cls, field: Field, codec: KeyCodec) -> VocabEncoder:
         codec_or_none = codec if field.source == "categorical" else None
         enc = cls(field.name, field.source, min_count=field.stats.get("min_count", 1), codec=codec_or_none)
         vocab = field.stats["vocab"]
@@ -258,7 +258,7 @@ class Log2BucketEncoder(VocabEncoder):
         return ids
 
     @classmethod
-    def from_field(cls, field: Field, codec: KeyCodec) -> "Log2BucketEncoder":
+    def from_field(cls, field: Field, codec: KeyCodec) -> Log2BucketEncoder:
         enc = super().from_field(field, codec)
         enc._build_direct()
         return enc
@@ -305,7 +305,7 @@ class LogStandardEncoder(ColumnEncoder):
         return v.astype(np.float32)
 
     @classmethod
-    def from_field(cls, field: Field, codec: KeyCodec) -> "LogStandardEncoder":
+    def from_field(cls, field: Field, codec: KeyCodec) -> LogStandardEncoder:
         enc = cls(field.name, field.source)
         enc.mean, enc.std = float(field.stats["mean"]), float(field.stats["std"])
         enc.field = field
@@ -361,7 +361,7 @@ class QuantileBucketEncoder(ColumnEncoder):
         return ids
 
     @classmethod
-    def from_field(cls, field: Field, codec: KeyCodec) -> "QuantileBucketEncoder":
+    def from_field(cls, field: Field, codec: KeyCodec) -> QuantileBucketEncoder:
         enc = cls(field.name, field.source, buckets=int(field.stats["buckets"]))
         enc.edges = np.asarray(field.stats["edges"], dtype=np.float64)
         enc.field = field
@@ -478,7 +478,7 @@ class CriteoEncoder:
         """Encode a batch of rows of any split with the fitted vocabularies and statistics."""
         return self._transform(batch.label, batch.ints, batch.int_missing, lambda j, enc: enc.transform(batch.cats[j], batch.cats[j] == 0))
 
-    def partial_fit_factorized(self, batch: "FactorizedBatch", train: np.ndarray | None = None) -> None:
+    def partial_fit_factorized(self, batch: FactorizedBatch, train: np.ndarray | None = None) -> None:
         """:meth:`partial_fit` for a factorized batch: categorical values are counted per distinct value."""
         ints, int_missing, codes = batch.ints, batch.int_missing, batch.codes
         if train is not None:  # one 2-d gather per array (faster than boolean selection)
@@ -493,7 +493,7 @@ class CriteoEncoder:
             keep = (counts > 0) & (uniques != 0)
             enc.partial_fit_counts(uniques[keep], counts[keep])
 
-    def transform_factorized(self, batch: "FactorizedBatch") -> EncodedBatch:
+    def transform_factorized(self, batch: FactorizedBatch) -> EncodedBatch:
         """:meth:`transform` for a factorized batch: each distinct categorical value is looked up once."""
 
         def cat_ids(j: int, enc: ColumnEncoder) -> np.ndarray:
@@ -526,7 +526,7 @@ class CriteoEncoder:
         return EncodedBatch(ids, dense, dense_missing, label)
 
     @classmethod
-    def from_fields(cls, fields: list[Field], codec: KeyCodec | None = None) -> "CriteoEncoder":
+    def from_fields(cls, fields: list[Field], codec: KeyCodec | None = None) -> CriteoEncoder:
         """The fitted encoder of a saved schema's fields (which must be the 39 Criteo columns in order)."""
         names = [f.name for f in fields]
         if names != [*INT_COLUMNS, *CAT_COLUMNS]:

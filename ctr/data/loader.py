@@ -6,7 +6,8 @@ order through a bounded shuffle buffer.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +48,7 @@ def tensors_from_table(table: pa.Table, schema: Schema) -> Batch:
     return Batch(ids, dense, missing, label)
 
 
-def tensors_from_encoded(parts: Sequence["EncodedBatch"], schema: Schema) -> Batch:
+def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch:
     """Encoded batches (per-column arrays, see :class:`ctr.data.encoders.EncodedBatch`) as Batch."""
     fc, fn = len(schema.id_fields), len(schema.dense_fields)
     ids = np.concatenate([p.ids for p in parts], axis=1) if parts else np.zeros((fc, 0), np.int32)
@@ -63,7 +64,7 @@ def tensors_from_encoded(parts: Sequence["EncodedBatch"], schema: Schema) -> Bat
     )
 
 
-def load_split(prepared: "PreparedData", split: str) -> Batch:
+def load_split(prepared: PreparedData, split: str) -> Batch:
     """Read one prepared split into memory."""
     return tensors_from_table(pq.read_table(prepared.path(split), use_threads=False), prepared.schema)
 
@@ -123,7 +124,7 @@ def iterate_batches(
 
 
 def stream_batches(
-    prepared: "PreparedData",
+    prepared: PreparedData,
     split: str,
     batch_size: int,
     shuffle_buffer: int,

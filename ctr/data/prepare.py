@@ -36,11 +36,12 @@ import os
 import shutil
 import sys
 import uuid
-from contextlib import closing
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,9 +50,9 @@ import pyarrow.parquet as pq
 from ctr.config import DataConfig
 from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, prefetch, read_criteo
 from ctr.data.encoders import CriteoEncoder, EncodedBatch, FactorizedBatch, factorize_batch
-from ctr.types import Field, Schema
 from ctr.data.split import SPLITS, assign_splits, find_split_files
 from ctr.errors import DataError
+from ctr.types import Field, Schema
 
 if TYPE_CHECKING:  # torch is imported only where tensors are made (encode_raw)
     from ctr.types import Batch
@@ -76,7 +77,7 @@ class PreparedData:
         return self.dir / f"{split}.parquet"
 
     @classmethod
-    def open(cls, directory: str | Path) -> "PreparedData":
+    def open(cls, directory: str | Path) -> PreparedData:
         """A prepared directory written by :func:`prepare_data` (e.g. found through a run's saved schema)."""
         directory = Path(directory)
         schema = Schema.from_json(directory / SCHEMA_FILE)
@@ -338,7 +339,7 @@ class _ParquetSplits:
         self._pool = ThreadPoolExecutor(1)
         self._inflight: list[Future] = []
 
-    def __enter__(self) -> "_ParquetSplits":
+    def __enter__(self) -> _ParquetSplits:
         for s in self.splits:
             # an OSFile sink writes twice as fast as a path (measured, pyarrow 26); nobody reads column statistics
             self._files.append(pa.OSFile(str(self.out / f"{s}.parquet"), "wb"))
@@ -422,10 +423,10 @@ def _to_table(parts: list[EncodedBatch], schema: pa.Schema, id_names: list[str],
 
     cols: dict[str, Any] = {}
     for j, name in enumerate(id_names):
-        cols[name] = column(lambda p: p.ids[j])
+        cols[name] = column(lambda p, j=j: p.ids[j])
     for j, name in enumerate(dense_names):
-        cols[name] = column(lambda p: p.dense[j])
-        cols[f"{name}__missing"] = column(lambda p: p.dense_missing[j])
+        cols[name] = column(lambda p, j=j: p.dense[j])
+        cols[f"{name}__missing"] = column(lambda p, j=j: p.dense_missing[j])
     cols["label"] = column(lambda p: p.label)
     return pa.table(cols, schema=schema)
 

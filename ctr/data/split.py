@@ -1,8 +1,8 @@
 """Train/valid/test splits: a seeded per-line hash for one file, or a directory of split files."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, EmbeddingOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.attention import SelfAttentionStack
+from ctr.types import Batch, Schema
 
 
 @dataclass

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ctr.types import Batch, Schema
 from ctr.models.autoint import AutoInt, AutoIntOptions
 from ctr.models.base import MLPOptions, ModelSpec, register_model
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """The model base class: declared stages, per-model options, construction from a config. Nothing else."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -14,14 +13,14 @@ from ctr.nn.norm import NormSpec, parse_norm
 from ctr.registry import Registry
 from ctr.types import Batch, Schema
 
-MODELS: Registry[type["CTRModel"]] = Registry("model")
-O = TypeVar("O")
+MODELS: Registry[type[CTRModel]] = Registry("model")
+OptionsT = TypeVar("OptionsT")
 
 
 def register_model(name: str):
     """Class decorator: register a CTRModel subclass under ``name`` (also its ``name`` attribute)."""
 
-    def deco(cls: type["CTRModel"]) -> type["CTRModel"]:
+    def deco(cls: type[CTRModel]) -> type[CTRModel]:
         cls.name = name
         return MODELS.register(name)(cls)
 
@@ -50,7 +49,7 @@ class MLPOptions(EmbeddingOptions):
 
 
 @dataclass(frozen=True)
-class ModelSpec(Generic[O]):
+class ModelSpec(Generic[OptionsT]):
     """Everything a model is built from besides the data schema, validated.
 
     Attributes:
@@ -62,7 +61,7 @@ class ModelSpec(Generic[O]):
 
     name: str
     embed_dim: int
-    options: O
+    options: OptionsT
     norms: dict[str, NormSpec]
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.cross import CrossNet
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 
 @dataclass

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.embedding import LinearTerm
 from ctr.nn.interaction import FM
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 
 @register_model("deepfm")

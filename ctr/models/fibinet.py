@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.embedding import LinearTerm
 from ctr.nn.interaction import BILINEAR_TYPES, Bilinear, SENet
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 
 @dataclass

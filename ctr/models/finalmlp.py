@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.gating import BilinearFusion, FeatureGating
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 
 @dataclass

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, ModelSpec, NoOptions, register_model
 from ctr.nn.embedding import LinearTerm
+from ctr.types import Batch, Schema
 
 
 @register_model("lr")

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.gating import MaskBlock
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 STRUCTURES = ("parallel", "serial")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.interaction import InnerProduct
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 
 @register_model("pnn")

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ctr.types import Batch, Schema
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.cin import CIN
 from ctr.nn.embedding import LinearTerm
 from ctr.nn.mlp import MLP
+from ctr.types import Batch, Schema
 
 
 @dataclass

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ctr.types import Batch, Schema
 from ctr.errors import ConfigError
 from ctr.nn.norm import EmbeddingNorm, NormSpec, parse_norm
+from ctr.types import Batch, Schema
 
 EMBED_STD = 0.01
 

@@ -26,23 +26,24 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctr.config import DiagnosticsConfig
-from ctr.types import Batch
 from ctr.nn.embedding import FieldEmbedding
 from ctr.nn.norm import NORMS, BatchNorm, EmbeddingNorm
+from ctr.types import Batch
 
 DIAGNOSTICS = "diagnostics.jsonl"
 
 
 @contextlib.contextmanager
-def open_diagnostics(cfg: DiagnosticsConfig, run_dir: Path | None) -> Iterator[tuple["Diagnostics", ...]]:
+def open_diagnostics(cfg: DiagnosticsConfig, run_dir: Path | None) -> Iterator[tuple[Diagnostics, ...]]:
     """Yield the diagnostics hooks for a run (none when ``cfg.every <= 0``), closing the log file on exit."""
     if cfg.every <= 0 or run_dir is None:
         yield ()
