@@ -124,7 +124,7 @@ class KeyCodec:
             odd = eight & ((keys >> _TOP_BYTE) < _MIN_TOP)
         else:  # every cell at once: its first 8 bytes, cut to its length, with a short value's length on top
             upto8 = np.minimum(lengths, 8)
-            keys = np.take(_unaligned_u64(data), offsets[:-1])  # take: 2x faster than [] on this strided view
+            keys = np.take(_unaligned_u64(data), offsets[:-1])  # take, not []: the faster gather on this view (docs/benchmarks.md)
             keys &= _LOW_BYTES.take(upto8)
             keys |= _SHORT_TOP.take(upto8)
             odd = (lengths > 8) | (eight & ((keys >> _TOP_BYTE) < _MIN_TOP))

@@ -73,8 +73,7 @@ class ValueCounter:
         keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
         counts = np.concatenate([self.counts, *(c for _, c in self._pending)])
         self._pending, self._pending_size = [], 0
-        # hash aggregation: 2x faster than sorting here (0.17 vs 0.34-0.41 s for the 26 columns at 1M rows);
-        # float64 sums are exact below 2**53 rows
+        # hash aggregation rather than sorting: one pass over the keys; float64 sums are exact below 2**53 rows
         codes, distinct = pd.factorize(keys)
         self.keys = np.asarray(distinct, dtype=np.int64)
         self.counts = np.bincount(codes, weights=counts, minlength=len(distinct)).astype(np.int64)

@@ -341,7 +341,7 @@ class _ParquetSplits:
 
     def __enter__(self) -> _ParquetSplits:
         for s in self.splits:
-            # an OSFile sink writes twice as fast as a path (measured, pyarrow 26); nobody reads column statistics
+            # an OSFile sink, not a path: the faster writer (docs/benchmarks.md); nobody reads column statistics
             self._files.append(pa.OSFile(str(self.out / f"{s}.parquet"), "wb"))
             self._writers[s] = pq.ParquetWriter(
                 self._files[-1], self.schema, compression="none", use_dictionary=False, write_statistics=False,

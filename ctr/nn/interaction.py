@@ -100,7 +100,7 @@ class Bilinear(nn.Module):
 
     def forward(self, e: Tensor) -> Tensor:
         """(B, F, D) -> (B, P, D)."""
-        # index_select, not e[:, i]: its backward is an index_add, much faster than advanced-index accumulation
+        # index_select, not e[:, i]: its backward is one index_add instead of advanced-index accumulation
         if self.kind == "field_all":
             left = (e @ self.weight[0]).index_select(1, self.i)  # (B, F, D) -> (B, P, D)
         elif self.kind == "field_each":

@@ -79,10 +79,10 @@ class BatchNorm(nn.Module):
         init_gain: initial value of the gain.
 
     The running statistics start from the first training batch's statistics (momentum 1 on that step), not
-    from PyTorch's (and Keras') mean 0, var 1: those still weigh ``(1 - m)^t`` after ``t`` steps, and with
-    ``momentum: 0.01`` (Keras' 0.99) and one epoch of 195 steps that is 14% of a variance of 1 mixed into
-    embedding variances of about 1e-4, so eval-mode outputs were off by ~40x and AUC fell to 0.61. Afterwards the
-    update is PyTorch's.
+    from PyTorch's (and Keras') mean 0, var 1: those still weigh ``(1 - m)^t`` after ``t`` steps, and with a
+    small momentum (Keras' 0.99 is PyTorch's 0.01) a short run's eval-mode statistics would be mostly the
+    initial variance of 1 instead of the embeddings' variance, which is orders of magnitude smaller. Afterwards
+    the update is PyTorch's (``docs/normalization.md``).
     """
 
     param_roles = {"bn.weight": "norm", "bn.bias": "norm"}
