@@ -1,50 +1,109 @@
-"""A tiny ablation end to end on a generated file: outputs, reuse of finished runs, resume, failed runs, workers."""
+"""A tiny ablation end to end on a generated file: outputs, reuse of finished runs, resume, failed runs, workers.
+
+One serial ablation runs once per module (fixture ``ablation``) and is only read; a test that reruns or deletes
+runs works on its own copy of that output in ``tmp_path``, so every test stands alone and in any order.
+"""
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from ctr.ablation.__main__ import main
 from ctr.ablation.runner import run_ablation
 from ctr.cli import run_cli
 
+# Noise that differs between two identical runs; everything else in results.json must match exactly.
+TIMING = ("seconds", "samples_per_sec")
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, criteo_file):
-    root = tmp_path_factory.mktemp("ablation")
-    raw = criteo_file  # 3000 generated rows (conftest.py)
-    ablation = {
+
+@dataclass(frozen=True)
+class Ablation:
+    config: Path  # the grid with a failing cell: 4 cells x 2 seeds, 6 ok and 2 failed runs
+    ok_config: Path  # the same grid without the failing cell (same run names: cells are hashed by config)
+    raw: Path
+    out: Path  # the serial run's output; read only
+
+
+def _spec(root: Path, failing: bool) -> dict:
+    spec = {
         "model": {"name": "dnn", "embed_dim": 4, "hidden": [8]},
         "data": {"min_count": 2, "numeric_transform": "log_standard", "cache_dir": str(root / "cache")},
-        "train": {"epochs": 1, "batch_size": 256, "log_every": 2},
+        # one thread per run whatever --workers is, so serial and parallel runs compute bit for bit the same
+        "train": {"epochs": 1, "batch_size": 256, "log_every": 2, "threads": 1},
         "diagnostics": {"every": 3, "landscape": True, "landscape_steps": [0.1, 0.4]},
         "stage_norms": {"stages": ["numeric", "mlp"], "norms": ["bn"]},
-        "cells": [{"train.batch_size": 100000}],  # more than the train rows: these runs fail, the grid goes on
         "seeds": [1, 2],
     }
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(ablation))
-    out = root / "out"
-    run_ablation(path, out, workers=1, data=raw)
-    return path, raw, out
+    if failing:
+        spec["cells"] = [{"train.batch_size": 100000}]  # more than the train rows: these runs fail, the grid goes on
+    return spec
 
 
-def _results(out: Path) -> dict[str, int]:
-    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json")}
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory: pytest.TempPathFactory, criteo_file: Path) -> Ablation:
+    """The tiny ablation, trained serially in this process once for the module (torch's thread count restored)."""
+    root = tmp_path_factory.mktemp("ablation")
+    config, ok_config = root / "tiny.yaml", root / "tiny_ok.yaml"
+    config.write_text(yaml.safe_dump(_spec(root, failing=True)))
+    ok_config.write_text(yaml.safe_dump(_spec(root, failing=False)))
+    threads = torch.get_num_threads()
+    try:
+        out = run_ablation(config, root / "out", workers=1, data=criteo_file)
+    finally:
+        torch.set_num_threads(threads)
+    return Ablation(config, ok_config, criteo_file, out)
 
 
-def test_outputs(setup):
-    _, _, out = setup
+def _copy(ablation: Ablation, tmp_path: Path) -> Path:
+    """A private copy of the serial output (file times kept), to rerun or damage."""
+    out = tmp_path / "out"
+    shutil.copytree(ablation.out, out)
+    return out
+
+
+def _mtimes(out: Path, name: str) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{name}")}
+
+
+def _results(run_dir: Path) -> dict:
+    """results.json without its timing fields."""
+    r = json.loads((run_dir / "results.json").read_text())
+    r["train"] = {k: v for k, v in r["train"].items() if k not in TIMING}
+    return r
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two run directories computed the same run: metrics, best weights and diagnostics bit for bit."""
+    assert _results(a) == _results(b)
+    wa, wb = torch.load(a / "model.pt", weights_only=True), torch.load(b / "model.pt", weights_only=True)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "diagnostics.jsonl").read_text() == (b / "diagnostics.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_outputs(ablation: Ablation) -> None:
+    """runs.csv has one row per (cell, seed) with the results of its run directory; failed runs are reported with
+    their error; summary.csv has a row per cell; report.md embeds every plot."""
+    out = ablation.out
     runs = pd.read_csv(out / "runs.csv")
     # cells: numeric=bn, mlp=bn, batch_size=100000 (its own baseline: no norm), baseline; 2 seeds each
-    assert len(runs) == 8 and set(runs["seed"]) == {1, 2}
+    assert len(runs) == 8 and sorted(runs["seed"]) == [1, 1, 1, 1, 2, 2, 2, 2]
     ok, failed = runs[runs["status"] == "ok"], runs[runs["status"] == "failed"]
     assert len(ok) == 6 and len(failed) == 2
     assert failed["error"].str.contains("batch_size").all()
-    assert ok["test_auc"].between(0, 1).all() and (ok["samples_per_sec"] > 0).all()
+    assert set(failed["train.batch_size"]) == {100000}
+    for _, row in ok.iterrows():  # each row is its run's results.json
+        r = json.loads((out / "runs" / row["run"] / "results.json").read_text())
+        assert row["test_auc"] == pytest.approx(r["test"]["auc"]) and row["valid_logloss"] == pytest.approx(r["valid"]["logloss"])
+        assert 0 < row["test_auc"] < 1 and row["epochs"] == 1
+        assert (out / "runs" / row["run"] / "diagnostics.jsonl").stat().st_size > 0
     assert {"norm.numeric", "norm.mlp", "train.batch_size", "valid_logloss", "epochs", "seconds"} <= set(runs.columns)
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 4 and {"delta_test_auc", "p_test_auc", "test_auc_std", "n"} <= set(summary.columns)
@@ -55,36 +114,54 @@ def test_outputs(setup):
     for png in pngs:
         assert (out / png).stat().st_size > 1000 and f"]({png})" in report, png
     assert "## Failed runs" in report
-    for run in ok["run"]:
-        assert (out / "runs" / run / "diagnostics.jsonl").stat().st_size > 0
 
 
-def test_rerun_reuses_finished_runs_and_resumes_a_missing_one(setup):
-    path, raw, out = setup
-    before = _results(out)
-    run_ablation(path, out, workers=1, data=raw)
-    assert _results(out) == before  # nothing retrained
+@pytest.mark.slow
+def test_rerun_reuses_finished_runs_retries_failed_ones_and_resumes_a_missing_one(ablation: Ablation, tmp_path: Path) -> None:
+    """A second invocation retrains nothing that finished (results.json untouched), retries the failed runs (new
+    error.json), and after a run's results.json is lost retrains exactly that run, to the same results."""
+    out = _copy(ablation, tmp_path)
+    before, errors = _mtimes(out, "results.json"), _mtimes(out, "error.json")
+    assert len(before) == 6 and len(errors) == 2
+    run_ablation(ablation.config, out, workers=1, data=ablation.raw)
+    assert _mtimes(out, "results.json") == before  # nothing retrained
+    retried = _mtimes(out, "error.json")
+    assert retried.keys() == errors.keys() and all(retried[k] != errors[k] for k in errors)
     victim = sorted(before)[0]
     (out / "runs" / victim / "results.json").unlink()  # as if killed before this run finished
-    run_ablation(path, out, workers=1, data=raw)
-    after = _results(out)
+    run_ablation(ablation.config, out, workers=1, data=ablation.raw)
+    after = _mtimes(out, "results.json")
     assert set(after) == set(before) and after[victim] != before[victim]
     assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in before.items() if k != victim}
+    _assert_same_run(out / "runs" / victim, ablation.out / "runs" / victim)
 
 
-def test_workers_run_in_parallel_processes(setup):
-    path, raw, out = setup
-    before = _results(out)
-    victims = sorted(before)[-2:]
+@pytest.mark.slow
+def test_two_workers_train_runs_at_once_with_the_serial_results(ablation: Ablation, tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """``--workers 2`` with two runs left: both are trained at the same time (the run directories' first file,
+    config.yaml, of each is written before the other's last file, results.json: their lifetimes overlap, which a
+    one-at-a-time execution cannot produce) and each ends bit-identical to the serial run of the same seed."""
+    out = _copy(ablation, tmp_path)
+    runs = pd.read_csv(out / "runs.csv")
+    victims = sorted(runs[(runs["status"] == "ok") & (runs["norm.mlp"] == "bn")]["run"])  # one cell, seeds 1 and 2
+    assert len(victims) == 2
     for v in victims:
-        (out / "runs" / v / "results.json").unlink()
-    run_ablation(path, out, workers=2, data=raw)
-    after = _results(out)
-    assert set(after) == set(before) and all(after[v] != before[v] for v in victims)
-    assert (pd.read_csv(out / "runs.csv")["status"] == "ok").sum() == 6
+        shutil.rmtree(out / "runs" / v)  # every file in these directories will come from the parallel run
+    capfd.readouterr()
+    assert main([str(ablation.ok_config), "--out", str(out), "--workers", "2", "--data", str(ablation.raw)]) == 0
+    assert "2 runs, 2 at a time" in capfd.readouterr().err
+    for v in victims:
+        _assert_same_run(out / "runs" / v, ablation.out / "runs" / v)
+    starts = [(out / "runs" / v / "config.yaml").stat().st_mtime_ns for v in victims]
+    ends = [(out / "runs" / v / "results.json").stat().st_mtime_ns for v in victims]
+    assert max(starts) < min(ends), "the two runs did not overlap: they were not trained in parallel"
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 6 and (runs["status"] == "ok").all()  # the ok grid: no failing cell
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad key in an ablation config is one ``error:`` line naming the cell and the key, no traceback."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"grid": {"train.lrr": [0.1]}}))
     assert run_cli(main, [str(bad), "--out", str(tmp_path / "o")]) == 2

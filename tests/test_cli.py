@@ -33,6 +33,7 @@ def trained(raw, tmp_path_factory):
     return out, r.stdout
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(trained):
     out, stdout = trained
     for name in ("config.yaml", "schema.json", "model.pt", "metrics.jsonl", "results.json"):
@@ -47,6 +48,7 @@ def test_train_writes_a_complete_run_directory(trained):
     assert [e["epoch"] for e in epochs] == [1, 2]
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_test_metrics_and_writes_predictions(trained, tmp_path):
     out, _ = trained
     results = json.loads((out / "results.json").read_text())
@@ -62,6 +64,7 @@ def test_evaluate_reproduces_test_metrics_and_writes_predictions(trained, tmp_pa
     assert pd.read_parquet(pq)["probability"].tolist() == pytest.approx(prob.tolist(), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_evaluate_on_another_raw_file_maps_unseen_values_to_oov(trained, tmp_path):
     out, _ = trained
     other = tmp_path / "other.txt"
@@ -71,6 +74,7 @@ def test_evaluate_on_another_raw_file_maps_unseen_values_to_oov(trained, tmp_pat
     assert json.loads((tmp_path / "m.json").read_text())["rows"] == 500
 
 
+@pytest.mark.slow
 def test_same_seed_same_auc(raw, tmp_path, trained):
     out, _ = trained
     again = tmp_path / "again"
@@ -86,6 +90,7 @@ def test_same_seed_same_auc(raw, tmp_path, trained):
     (["--set", "norm.cin=ln"], "has no 'cin' stage"),
     (["--data", "/nonexistent/file.txt"], "no such file"),
 ])
+@pytest.mark.slow
 def test_train_errors_are_one_line_without_traceback(args, message, tmp_path):
     r = run("train.py", "--out", tmp_path / "x", *args)
     assert r.returncode == 2
@@ -93,6 +98,7 @@ def test_train_errors_are_one_line_without_traceback(args, message, tmp_path):
     assert r.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_bad_row_error_names_file_line_and_column(tmp_path, raw):
     bad = tmp_path / "bad.txt"
     lines = raw.read_text().splitlines()[:50]
@@ -105,11 +111,13 @@ def test_bad_row_error_names_file_line_and_column(tmp_path, raw):
     assert "bad.txt" in r.stderr and "line 21" in r.stderr and "I3" in r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_rejects_an_incomplete_run_directory(tmp_path):
     r = run("evaluate.py", "--run", tmp_path)
     assert r.returncode == 2 and "not a complete run directory" in r.stderr
 
 
+@pytest.mark.slow
 def test_sparse_embeddings_train_end_to_end(raw, tmp_path, trained):
     out = tmp_path / "sparse"
     r = run("train.py", "--data", raw, "--out", out, *FAST, "--set", "train.sparse_embeddings=true")
@@ -119,6 +127,7 @@ def test_sparse_embeddings_train_end_to_end(raw, tmp_path, trained):
     assert sparse > 0.6 and abs(sparse - dense) < 0.05  # lazy Adam: close to dense Adam, not identical
 
 
+@pytest.mark.slow
 def test_unwritable_cache_or_run_directory_is_one_line(tmp_path, raw):
     """A path below a regular file cannot be created (even by root): the error names it, without a traceback."""
     blocker = tmp_path / "a_file"
@@ -131,6 +140,7 @@ def test_unwritable_cache_or_run_directory_is_one_line(tmp_path, raw):
     assert str(blocker / "run") in r.stderr
 
 
+@pytest.mark.slow
 def test_prepare_command_prepares_once_for_train(tmp_path, raw):
     cache = tmp_path / "cache"
     r = subprocess.run([sys.executable, str(ROOT / "prepare.py"), "--data", str(raw), "--set", "data.min_count=2",
@@ -156,6 +166,7 @@ def test_dense_adam_over_a_big_table_prints_the_sparse_hint(raw, tmp_path, monke
     assert ("hint: " in err and "embedding rows" in err and "train.sparse_embeddings=true" in err) == (not sparse)
 
 
+@pytest.mark.slow
 def test_data_commands_do_not_import_torch(tmp_path, raw):
     """Reading, generating and preparing data never import torch (1 s and ~290 MB): only tensors need it."""
     code = ("import sys, ctr.data.generate, ctr.data.criteo, ctr.data.prepare, ctr.cli; "

@@ -41,9 +41,51 @@ def with_cell(line: str, column: str, value: str) -> str:
     return "\t".join(cells)
 
 
-def test_format_constants() -> None:
-    assert NUM_COLUMNS == 40 == len(COLUMNS)
-    assert INT_COLUMNS[0] == "I1" and INT_COLUMNS[-1] == "I13" and CAT_COLUMNS[-1] == "C26"
+def test_format_constants(tmp_path: Path) -> None:
+    """Hand-written rows come back column by column: label, I1..I13 (0 + missing flag where empty), C1..C26.
+
+    Every cell of a row holds a value unique to its column, so a shifted, swapped or dropped column, a wrong
+    column count or a wrong missing flag fails; the column-name constants are checked against the same cells.
+    """
+    ints = [
+        [str(j) for j in range(1, 14)],  # I_j = j: a column shift changes the values
+        ["", "0", "-7", "", "123456789012", "", "5", "", "", "42", "", "1", ""],  # missing, 0, negative, large
+        [""] * 13,  # every integer missing
+    ]
+    cats = [
+        [f"{j:02d}abcdef" for j in range(1, 27)],  # 8-byte hashes like Criteo's, one per column
+        ["", "x", "", "abc", "", "68fd1e64", "", "", "z" * 20, ""] + [f"v{j}" for j in range(11, 27)],
+        [""] * 26,  # every categorical missing
+    ]
+    labels = ["1", "0", "1"]
+    lines = ["\t".join([lab, *i, *c]) for lab, i, c in zip(labels, ints, cats)]
+    assert all(len(line.split("\t")) == 40 for line in lines)
+    codec = KeyCodec()
+    batches = list(read_criteo(write_rows(tmp_path / "hand.txt", lines), codec=codec))
+    assert len(batches) == 1
+    b = batches[0]
+    assert b.lines.tolist() == [1, 2, 3] and len(b) == 3
+    assert b.label.tolist() == [1, 0, 1]
+    assert b.ints.shape == (13, 3) and b.int_missing.shape == (13, 3) and b.cats.shape == (26, 3)
+    for i in range(3):
+        for j in range(13):
+            cell = ints[i][j]
+            assert bool(b.int_missing[j, i]) == (cell == ""), (i, INT_COLUMNS[j])
+            assert int(b.ints[j, i]) == (int(cell) if cell else 0), (i, INT_COLUMNS[j])
+        for j in range(26):
+            cell = cats[i][j]
+            key = int(b.cats[j, i])
+            assert codec.text_of(key) == cell, (i, CAT_COLUMNS[j])
+            assert (key == 0) == (cell == ""), (i, CAT_COLUMNS[j])
+            assert key == codec.key_of(cell), (i, CAT_COLUMNS[j])
+    assert len({int(k) for k in b.cats[:, 0]}) == 26  # distinct values, distinct keys
+    # the names: COLUMNS[k] is the k-th cell of a line, I<j> / C<j> its j-th integer / categorical column
+    assert NUM_COLUMNS == len(COLUMNS) == len(lines[0].split("\t"))
+    first = lines[0].split("\t")
+    assert first[COLUMNS.index("label")] == "1"
+    assert [int(first[COLUMNS.index(f"I{j}")]) for j in range(1, 14)] == b.ints[:, 0].tolist()
+    assert [first[COLUMNS.index(f"C{j}")] for j in range(1, 27)] == [codec.text_of(k) for k in b.cats[:, 0]]
+    assert INT_COLUMNS == [f"I{j}" for j in range(1, 14)] and CAT_COLUMNS == [f"C{j}" for j in range(1, 27)]
 
 
 def test_reads_every_row_with_values(criteo_file: Path, criteo_lines: list[str]) -> None:

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     raw = tmp_path / "clicks.txt"
     generate_criteo(raw, rows=12000, seed=5)

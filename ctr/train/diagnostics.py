@@ -90,18 +90,19 @@ def probe(model: nn.Module, batch: Batch, cfg: DiagnosticsConfig) -> dict[str, A
     record: dict[str, Any] = {}
     if cfg.grad_norms:
         record.update(gradient_norms(model))
-    with probe_mode(model):
-        if cfg.activations:
-            record["activations"] = activation_stats(model, batch)
-        if cfg.magnitude:
-            mag = numeric_magnitude(model, batch)
-            if mag:
-                record["numeric_magnitude"] = mag
-        if cfg.bn_gap and has_batchnorm(model):
-            record["bn_gap"] = bn_gap(model, batch)
-        if cfg.landscape:
-            params = [p for p in model.parameters() if p.requires_grad]
-            record["landscape"] = landscape_probe(lambda: _batch_loss(model, batch), params, cfg.landscape_steps)
+
+    def landscape(model: nn.Module, batch: Batch) -> dict[str, Any]:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return landscape_probe(lambda: _batch_loss(model, batch), params, cfg.landscape_steps)
+
+    probes = {"activations": (cfg.activations, activation_stats), "numeric_magnitude": (cfg.magnitude, numeric_magnitude),
+              "bn_gap": (cfg.bn_gap and has_batchnorm(model), bn_gap), "landscape": (cfg.landscape, landscape)}
+    for key, (enabled, run) in probes.items():
+        if enabled:
+            with probe_mode(model):  # each probe starts from the model's own state (BN running statistics included)
+                value = run(model, batch)
+            if value:
+                record[key] = value
     return record
 
 
