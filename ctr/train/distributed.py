@@ -27,6 +27,9 @@ class DistContext:
         return self.rank == 0
 
 
+SINGLE_PROCESS = DistContext()  # one process on the CPU: the default context of code that may run under DDP
+
+
 def init_distributed(device: torch.device) -> DistContext:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); otherwise a single-process context.
 
