@@ -1,4 +1,5 @@
 """Evaluate a run: ``python evaluate.py --run DIR [--data PATH] [--json FILE] [--predictions FILE]``."""
+
 import sys
 
 from ctr.cli import evaluate_main, run_cli

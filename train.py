@@ -1,4 +1,5 @@
 """Train a CTR model: ``python train.py [--config FILE ...] [--data PATH] [--out DIR] [--set KEY=VALUE ...]``."""
+
 import sys
 
 from ctr.cli import run_cli, train_main

@@ -5,6 +5,7 @@
 Scores are float32 with ties (rounded to 1e-4 steps) and labels at a 25% positive rate; times are the best of
 ``--repeats``. Prints a table and one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,15 @@ def main() -> None:
     s = np.round(rng.normal(size=args.n) + 0.8 * y, 4).astype(np.float32)
     t_ours, a_ours = best_time(lambda: auc(y, s), args.repeats)
     t_sk, a_sk = best_time(lambda: roc_auc_score(y, s), args.repeats)
-    res = {"n": args.n, "ctr_seconds": t_ours, "sklearn_seconds": t_sk, "speedup": t_sk / t_ours,
-           "ctr_auc": a_ours, "sklearn_auc": a_sk, "abs_diff": abs(a_ours - a_sk)}
+    res = {
+        "n": args.n,
+        "ctr_seconds": t_ours,
+        "sklearn_seconds": t_sk,
+        "speedup": t_sk / t_ours,
+        "ctr_auc": a_ours,
+        "sklearn_auc": a_sk,
+        "abs_diff": abs(a_ours - a_sk),
+    }
     print(f"{'':8} {'seconds':>8} {'AUC':>20}")
     print(f"{'ctr':8} {t_ours:8.3f} {a_ours:20.15f}")
     print(f"{'sklearn':8} {t_sk:8.3f} {a_sk:20.15f}")

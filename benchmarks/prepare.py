@@ -20,6 +20,7 @@ Command::
     python benchmarks/prepare.py --rows 1000000 --repeats 5 --dir /data/bench
     python benchmarks/prepare.py --rows 1000000 --decimal-categories   # categorical values of 1-7 characters
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def child(mode: str, path: str, cache: str) -> None:
     if mode in ("read", "stream"):  # pyarrow's defaults, tab-delimited, no header: whole file or streamed
         import pyarrow.csv as pacsv
 
-        options = dict(read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-                       parse_options=pacsv.ParseOptions(delimiter="\t"))
+        options = dict(
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+            parse_options=pacsv.ParseOptions(delimiter="\t"),
+        )
         start, cpu = time.perf_counter(), _cpu_seconds()
         if mode == "read":
             rows = pacsv.read_csv(path, **options).num_rows
@@ -85,7 +88,9 @@ def measure(mode: str, path: Path, repeats: int) -> dict[str, float]:
         try:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", mode, str(path), cache],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
         finally:
             shutil.rmtree(cache, ignore_errors=True)
@@ -121,8 +126,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/ctr_bench", help="where generated files are kept")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--decimal-categories", action="store_true",
-                        help="write the categorical values as decimal numbers (1-7 characters) instead of 8 hex digits")
+    parser.add_argument(
+        "--decimal-categories",
+        action="store_true",
+        help="write the categorical values as decimal numbers (1-7 characters) instead of 8 hex digits",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "PATH", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -142,25 +150,29 @@ def main() -> None:
         read = measure("read", path, args.repeats)
         stream = measure("stream", path, args.repeats)
         prep = measure("prepare", path, args.repeats)
-        results.append({
-            "rows": n,
-            "bytes": path.stat().st_size,
-            "read_s": round(read["seconds"], 3),
-            "read_rows_per_s": round(n / read["seconds"]),
-            "read_peak_rss_mib": round(read["peak_rss_mib"], 1),
-            "stream_s": round(stream["seconds"], 3),
-            "stream_peak_rss_mib": round(stream["peak_rss_mib"], 1),
-            "prepare_s": round(prep["seconds"], 3),
-            "prepare_rows_per_s": round(n / prep["seconds"]),
-            "prepare_peak_rss_mib": round(prep["peak_rss_mib"], 1),
-            "read_cpu_s": round(read["cpu_seconds"], 3),
-            "stream_cpu_s": round(stream["cpu_seconds"], 3),
-            "prepare_cpu_s": round(prep["cpu_seconds"], 3),
-            "ratio": round(read["seconds"] / prep["seconds"], 3),
-            "ratio_stream": round(stream["seconds"] / prep["seconds"], 3),
-        })
-    print(f"{'rows':>10} {'read s':>7} {'stream s':>8} {'prep s':>7} {'prep rows/s':>12} {'ratio':>6} {'ratio_stream':>12} "
-          f"{'RSS MiB: read':>13} {'stream':>7} {'prep':>7} {'CPU s: read':>11} {'stream':>7} {'prep':>7}")
+        results.append(
+            {
+                "rows": n,
+                "bytes": path.stat().st_size,
+                "read_s": round(read["seconds"], 3),
+                "read_rows_per_s": round(n / read["seconds"]),
+                "read_peak_rss_mib": round(read["peak_rss_mib"], 1),
+                "stream_s": round(stream["seconds"], 3),
+                "stream_peak_rss_mib": round(stream["peak_rss_mib"], 1),
+                "prepare_s": round(prep["seconds"], 3),
+                "prepare_rows_per_s": round(n / prep["seconds"]),
+                "prepare_peak_rss_mib": round(prep["peak_rss_mib"], 1),
+                "read_cpu_s": round(read["cpu_seconds"], 3),
+                "stream_cpu_s": round(stream["cpu_seconds"], 3),
+                "prepare_cpu_s": round(prep["cpu_seconds"], 3),
+                "ratio": round(read["seconds"] / prep["seconds"], 3),
+                "ratio_stream": round(stream["seconds"] / prep["seconds"], 3),
+            }
+        )
+    print(
+        f"{'rows':>10} {'read s':>7} {'stream s':>8} {'prep s':>7} {'prep rows/s':>12} {'ratio':>6} {'ratio_stream':>12} "
+        f"{'RSS MiB: read':>13} {'stream':>7} {'prep':>7} {'CPU s: read':>11} {'stream':>7} {'prep':>7}"
+    )
     for r in results:
         print(
             f"{r['rows']:>10,} {r['read_s']:>7.3f} {r['stream_s']:>8.3f} {r['prepare_s']:>7.3f} {r['prepare_rows_per_s']:>12,} "
@@ -170,7 +182,9 @@ def main() -> None:
     summary = {"results": results}
     if len(results) > 1:
         summary["rss_growth"] = round(results[-1]["prepare_peak_rss_mib"] / results[0]["prepare_peak_rss_mib"], 3)
-        print(f"prepare peak RSS at {results[-1]['rows']:,} rows / at {results[0]['rows']:,} rows: {summary['rss_growth']:.2f}")
+        print(
+            f"prepare peak RSS at {results[-1]['rows']:,} rows / at {results[0]['rows']:,} rows: {summary['rss_growth']:.2f}"
+        )
     print(json.dumps(summary))
 
 

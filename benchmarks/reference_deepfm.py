@@ -3,6 +3,7 @@
 Deliberately framework-free: tensors in memory, a per-epoch permutation, slicing, one embedding table with offsets,
 linear + FM + MLP, Adam, mean BCE-with-logits. It only imports torch and numpy.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,7 +50,7 @@ def train_reference(ids, dense, label, vocab_sizes, batch_size=4096, lr=1e-3, ep
     for _ in range(epochs):
         perm = torch.randperm(n)
         for i in range(0, n - batch_size + 1, batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             loss = loss_fn(model(ids[idx], dense[idx]), label[idx])
             opt.zero_grad()
             loss.backward()
@@ -65,4 +66,8 @@ def train_reference(ids, dense, label, vocab_sizes, batch_size=4096, lr=1e-3, ep
 @torch.no_grad()
 def predict_reference(model, ids, dense, batch_size=65536) -> np.ndarray:
     model.eval()
-    return torch.cat([model(ids[i:i + batch_size], dense[i:i + batch_size]) for i in range(0, len(ids), batch_size)]).double().numpy()
+    return (
+        torch.cat([model(ids[i : i + batch_size], dense[i : i + batch_size]) for i in range(0, len(ids), batch_size)])
+        .double()
+        .numpy()
+    )

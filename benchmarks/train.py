@@ -27,6 +27,7 @@
 
 Figures go to stdout as a table and as one JSON line (``--json FILE`` also writes it). Threads: torch default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,21 +42,28 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare import peak_rss_mib  # noqa: E402
 from reference_deepfm import predict_reference, train_reference  # noqa: E402
 
 from ctr.config import load_config  # noqa: E402
 from ctr.data.generate import generate_criteo  # noqa: E402
 from ctr.data.loader import iterate_batches, load_split, stream_batches  # noqa: E402
 from ctr.data.prepare import prepare_data  # noqa: E402
-from ctr.types import Schema  # noqa: E402
 from ctr.metrics import auc, logloss  # noqa: E402
 from ctr.models import build_model, get_model, list_models  # noqa: E402
 from ctr.train.optim import build_optimizer  # noqa: E402
 from ctr.train.run import train_run  # noqa: E402
+from ctr.types import Schema  # noqa: E402
+from prepare import peak_rss_mib  # noqa: E402
 
-DEEPFM = ["model.name=deepfm", "model.embed_dim=16", "model.hidden=[400, 400, 400]", "train.batch_size=4096",
-          "train.lr=0.001", "train.epochs=1", "train.progress=false"]
+DEEPFM = [
+    "model.name=deepfm",
+    "model.embed_dim=16",
+    "model.hidden=[400, 400, 400]",
+    "train.batch_size=4096",
+    "train.lr=0.001",
+    "train.epochs=1",
+    "train.progress=false",
+]
 NORMDNN = {"numeric": {"name": "ln", "eps": 1e-6}, "categorical": {"name": "bn", "scope": "dim"}, "mlp": "vo_ln"}
 
 
@@ -81,17 +89,38 @@ def compare(args) -> dict:
     y = test.label.double().numpy()
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        cfg = load_config([], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}", f"train.seed={seed}", *args.set])
+        cfg = load_config(
+            [], DEEPFM + [f"data.path={path}", f"train.precision={args.precision}", f"train.seed={seed}", *args.set]
+        )
         ours = train_run(cfg, Path(tempfile.mkdtemp(prefix="ctr_bench_run_")), prepared=prepared)
-        model, ref_rate, ref_sec = train_reference(train.ids, train.dense, train.label, vocab, batch_size=4096, lr=1e-3, seed=seed)
+        model, ref_rate, ref_sec = train_reference(
+            train.ids, train.dense, train.label, vocab, batch_size=4096, lr=1e-3, seed=seed
+        )
         logits = predict_reference(model, test.ids, test.dense)
-        runs.append({"seed": seed,
-                     "ctr": {**ours["test"], "samples_per_sec": ours["train"]["samples_per_sec"]},
-                     "hand_written": {"auc": auc(y, logits), "logloss": logloss(y, 1 / (1 + np.exp(-logits))), "samples_per_sec": ref_rate}})
-        print(f"seed {seed}: ctr AUC {runs[-1]['ctr']['auc']:.5f} {runs[-1]['ctr']['samples_per_sec']:,.0f}/s; "
-              f"hand-written AUC {runs[-1]['hand_written']['auc']:.5f} {ref_rate:,.0f}/s", flush=True)
-    res = {"benchmark": "compare", "data": str(path), "train_rows": len(train), "threads": torch.get_num_threads(),
-           "precision": args.precision, "runs": runs}
+        runs.append(
+            {
+                "seed": seed,
+                "ctr": {**ours["test"], "samples_per_sec": ours["train"]["samples_per_sec"]},
+                "hand_written": {
+                    "auc": auc(y, logits),
+                    "logloss": logloss(y, 1 / (1 + np.exp(-logits))),
+                    "samples_per_sec": ref_rate,
+                },
+            }
+        )
+        print(
+            f"seed {seed}: ctr AUC {runs[-1]['ctr']['auc']:.5f} {runs[-1]['ctr']['samples_per_sec']:,.0f}/s; "
+            f"hand-written AUC {runs[-1]['hand_written']['auc']:.5f} {ref_rate:,.0f}/s",
+            flush=True,
+        )
+    res = {
+        "benchmark": "compare",
+        "data": str(path),
+        "train_rows": len(train),
+        "threads": torch.get_num_threads(),
+        "precision": args.precision,
+        "runs": runs,
+    }
     print(f"{'mean over ' + str(len(runs)) + ' seeds':22} {'test AUC':>10} {'logloss':>10} {'samples/s':>12}")
     for k in ("ctr", "hand_written"):
         res[k] = {m: float(np.mean([r[k][m] for r in runs])) for m in ("auc", "logloss", "samples_per_sec")}
@@ -111,8 +140,15 @@ def models(args) -> dict:
     print("| model | norms | test AUC | logloss | samples/s |\n|---|---|---|---|---|")
     for name in names:
         for variant in args.norms.split(","):
-            over = [f"model.name={name}", f"data.path={path}", "train.progress=false", f"train.max_steps={args.steps}",
-                    "train.epochs=1", f"train.batch_size={args.batch_size}", *args.set]
+            over = [
+                f"model.name={name}",
+                f"data.path={path}",
+                "train.progress=false",
+                f"train.max_steps={args.steps}",
+                "train.epochs=1",
+                f"train.batch_size={args.batch_size}",
+                *args.set,
+            ]
             stages = get_model(name).stages
             if variant == "normdnn":
                 if not set(NORMDNN) & set(stages):
@@ -121,11 +157,22 @@ def models(args) -> dict:
             cfg = load_config([], over)
             out = Path(tempfile.mkdtemp(prefix=f"ctr_bench_{name}_"))
             r = train_run(cfg, out)
-            rows.append({"model": name, "norms": variant, "test_auc": r["test"]["auc"], "test_logloss": r["test"]["logloss"],
-                         "samples_per_sec": r["train"]["samples_per_sec"], "steps": args.steps or "1 epoch",
-                         "batch_size": args.batch_size})
-            print(f"| {name} | {variant} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | "
-                  f"{r['train']['samples_per_sec']:,.0f} |", flush=True)
+            rows.append(
+                {
+                    "model": name,
+                    "norms": variant,
+                    "test_auc": r["test"]["auc"],
+                    "test_logloss": r["test"]["logloss"],
+                    "samples_per_sec": r["train"]["samples_per_sec"],
+                    "steps": args.steps or "1 epoch",
+                    "batch_size": args.batch_size,
+                }
+            )
+            print(
+                f"| {name} | {variant} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | "
+                f"{r['train']['samples_per_sec']:,.0f} |",
+                flush=True,
+            )
     return {"benchmark": "models", "data": str(path), "threads": torch.get_num_threads(), "rows": rows}
 
 
@@ -139,7 +186,7 @@ def gemm(args) -> dict:
         ws = [torch.randn(i, o, dtype=dtype) for i, o in zip(dims, dims[1:])]
         gs = [torch.randn(b, o, dtype=dtype) for o in dims[1:]]
 
-        def step():
+        def step(xs=xs, ws=ws, gs=gs):
             for x, w, g in zip(xs, ws, gs):
                 x @ w, g @ w.T, x.T @ g
 
@@ -224,12 +271,23 @@ def loader(args) -> dict:
         loss.backward()
         opt.step()
     step = (time.perf_counter() - t0) / (len(batches) - 10)
-    res = {"benchmark": "loader", "data": str(path), "batches": n, "batch_size": bs, "threads": torch.get_num_threads(),
-           "step_ms": step * 1e3, "in_memory_ms": mem * 1e3, "streaming_ms": stream * 1e3,
-           "in_memory_share": mem / (mem + step), "streaming_share": stream / (stream + step)}
+    res = {
+        "benchmark": "loader",
+        "data": str(path),
+        "batches": n,
+        "batch_size": bs,
+        "threads": torch.get_num_threads(),
+        "step_ms": step * 1e3,
+        "in_memory_ms": mem * 1e3,
+        "streaming_ms": stream * 1e3,
+        "in_memory_share": mem / (mem + step),
+        "streaming_share": stream / (stream + step),
+    }
     print(f"DeepFM step (forward, backward, Adam): {step * 1e3:7.2f} ms/batch")
     print(f"in-memory loader: {mem * 1e3:7.2f} ms/batch = {100 * res['in_memory_share']:.1f}% of a step with loading")
-    print(f"streaming loader: {stream * 1e3:7.2f} ms/batch = {100 * res['streaming_share']:.1f}% of a step with loading")
+    print(
+        f"streaming loader: {stream * 1e3:7.2f} ms/batch = {100 * res['streaming_share']:.1f}% of a step with loading"
+    )
     return res
 
 
@@ -239,25 +297,44 @@ def scale(args) -> dict:
     print("| rows | loading | embedding rows | samples/s | peak RSS MiB |\n|---|---|---|---|---|")
     for n in sizes:
         streaming = n == max(sizes) and len(sizes) > 1
-        code = (f"import sys, json, tempfile; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                f"import train as b; print('RESULT', json.dumps(b.scale_child({n}, {args.steps}, {streaming})))")
+        code = (
+            f"import sys, json, tempfile; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import train as b; print('RESULT', json.dumps(b.scale_child({n}, {args.steps}, {streaming})))"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         r = json.loads(out.split("RESULT", 1)[1])
         rows.append(r)
-        print(f"| {n:,} | {'streaming' if streaming else 'in memory'} | {r['embedding_rows']:,} | {r['samples_per_sec']:,.0f} "
-              f"| {r['peak_rss_mib']:,.0f} |", flush=True)
+        print(
+            f"| {n:,} | {'streaming' if streaming else 'in memory'} | {r['embedding_rows']:,} | {r['samples_per_sec']:,.0f} "
+            f"| {r['peak_rss_mib']:,.0f} |",
+            flush=True,
+        )
     return {"benchmark": "scale", "steps": args.steps, "threads": torch.get_num_threads(), "rows": rows}
 
 
 def scale_child(n: int, steps: int, streaming: bool) -> dict:
     """One size of :func:`scale`, in a fresh process."""
-    cfg = load_config([], DEEPFM + [f"data.path={generated_file(n)}", "train.progress=false", f"train.max_steps={steps}",
-                                    f"data.streaming={str(streaming).lower()}"])
+    cfg = load_config(
+        [],
+        DEEPFM
+        + [
+            f"data.path={generated_file(n)}",
+            "train.progress=false",
+            f"train.max_steps={steps}",
+            f"data.streaming={str(streaming).lower()}",
+        ],
+    )
     out = Path(tempfile.mkdtemp(prefix="ctr_bench_scale_"))
     r = train_run(cfg, out)
-    return {"rows": n, "streaming": streaming, "steps": steps, "samples_per_sec": r["train"]["samples_per_sec"],
-            "peak_rss_mib": peak_rss_mib(), "test_auc": r["test"]["auc"],
-            "embedding_rows": Schema.from_json(out / "schema.json").id_rows}
+    return {
+        "rows": n,
+        "streaming": streaming,
+        "steps": steps,
+        "samples_per_sec": r["train"]["samples_per_sec"],
+        "peak_rss_mib": peak_rss_mib(),
+        "test_auc": r["test"]["auc"],
+        "embedding_rows": Schema.from_json(out / "schema.json").id_rows,
+    }
 
 
 def main() -> None:
@@ -274,10 +351,19 @@ def main() -> None:
     p.add_argument("--seeds", default="2024,1,2,3,4,5", help="compare: one run of each loop per seed")
     p.add_argument("--sizes", default="1000000,4000000,16000000", help="scale: generated rows per size")
     p.add_argument("--json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="compare, models: config override for every run")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="compare, models: config override for every run"
+    )
     args = p.parse_args()
-    res = {"compare": compare, "models": models, "gemm": gemm, "adam": adam, "flops": flops, "loader": loader,
-           "scale": scale}[args.what](args)
+    res = {
+        "compare": compare,
+        "models": models,
+        "gemm": gemm,
+        "adam": adam,
+        "flops": flops,
+        "loader": loader,
+        "scale": scale,
+    }[args.what](args)
     line = json.dumps(res)
     print(line)
     if args.json:

@@ -1,4 +1,5 @@
 """ctr: CTR prediction in PyTorch with pluggable normalization at every stage of every model."""
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
 """Command-line entry points behind ``train.py``, ``evaluate.py`` and ``prepare.py``: argument parsing and one-line
 errors."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable; later files win)")
     p.add_argument("--data", help="raw Criteo-format file (split 8:1:1) or a directory with train/valid/test files")
     p.add_argument("--out", help="run directory (default: runs/<model>-<time>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-3")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-3"
+    )
     args = p.parse_args(argv)
     overrides = list(args.set) + ([f"data.path={json.dumps(args.data)}"] if args.data else [])
     cfg = load_config(args.config, overrides)
@@ -82,12 +85,18 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
     from ctr.config import load_config
     from ctr.data.prepare import prepare_data
 
-    p = argparse.ArgumentParser(prog="prepare.py", description=(
-        "Prepare (or find cached) data once, e.g. before several training runs; train.py reuses it when the "
-        "data options match."))
+    p = argparse.ArgumentParser(
+        prog="prepare.py",
+        description=(
+            "Prepare (or find cached) data once, e.g. before several training runs; train.py reuses it when the "
+            "data options match."
+        ),
+    )
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable); only data: is used")
     p.add_argument("--data", help="raw Criteo-format file or a directory with train/valid/test files")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. data.min_count=5")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. data.min_count=5"
+    )
     args = p.parse_args(argv)
     overrides = list(args.set) + ([f"data.path={json.dumps(args.data)}"] if args.data else [])
     prepared = prepare_data(load_config(args.config, overrides).data)

@@ -5,6 +5,7 @@ live only in the YAML files shipped in the package (``configs/``). Model-specifi
 ``model:`` next to ``name`` and ``embed_dim``; they and the stage norms are checked against the registered model
 where it is built (``ctr.models.model_spec``), so this module imports no model code (and no torch).
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,6 +40,7 @@ _Loader.add_implicit_resolver(
 
 def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
+
 
 STAGES = ("numeric", "categorical", "mlp", "cin", "cross", "attention")
 
@@ -220,12 +222,14 @@ def from_dict(raw: dict[str, Any]) -> RunConfig:
 
 def _check_choices(cfg: RunConfig) -> None:
     data = cfg.data
-    _check_one_of({
-        "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
-        "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
-        "train.decay": (cfg.train.decay, ("none", "linear", "cosine")),
-        "train.precision": (cfg.train.precision, ("fp32", "bf16", "fp16")),
-    })
+    _check_one_of(
+        {
+            "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
+            "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
+            "train.decay": (cfg.train.decay, ("none", "linear", "cosine")),
+            "train.precision": (cfg.train.precision, ("fp32", "bf16", "fp16")),
+        }
+    )
     if len(data.split) != 3 or any(s <= 0 for s in data.split):
         raise ConfigError(f"config key 'data.split' must be three positive fractions, got {data.split}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -310,8 +314,9 @@ def model_names() -> list[str]:
     return sorted(f.name[: -len(".yaml")] for f in (shipped_configs() / "models").iterdir() if f.name.endswith(".yaml"))
 
 
-def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = (),
-                extra_layers: Sequence[dict[str, Any]] = ()) -> RunConfig:
+def load_config(
+    paths: Sequence[str | Path] = (), overrides: Sequence[str] = (), extra_layers: Sequence[dict[str, Any]] = ()
+) -> RunConfig:
     """Resolve a run config; the only place config layers are merged. Later layers win:
 
     1. ``configs/base.yaml`` (every data/train/diagnostics default, every stage norm ``none``);

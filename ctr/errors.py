@@ -1,4 +1,5 @@
 """User-facing errors: the CLIs print these as one line and exit non-zero."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Offline metrics over a whole split, in float64. Never averaged over batches."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """One small name -> object registry, used for models and norms."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -7,6 +7,7 @@ Letters used in shape docs throughout the package:
     B batch size, Fn numeric fields fed as dense values, Fc fields fed as ids (categorical fields and bucketised
     numeric fields), F = Fn + Fc, D embedding dim, H hidden width.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,9 @@ class Schema:
         """Write ``schema.json``: one line per field and per other key (json's fast encoder, no deep copy)."""
         fields = [json.dumps({k: getattr(f, k) for k in Field.__dataclass_fields__}) for f in self.fields]
         items = [' "fields": [\n  ' + ",\n  ".join(fields) + "\n ]"]
-        items += [f" {json.dumps(k)}: {json.dumps(getattr(self, k))}" for k in self.__dataclass_fields__ if k != "fields"]
+        items += [
+            f" {json.dumps(k)}: {json.dumps(getattr(self, k))}" for k in self.__dataclass_fields__ if k != "fields"
+        ]
         Path(path).write_text("{\n" + ",\n".join(items) + "\n}\n")
 
     @classmethod
@@ -142,4 +145,6 @@ class Batch:
         return Batch(*(torch.cat([getattr(p, k) for p in parts]) for k in ("ids", "dense", "dense_missing", "label")))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.ids, self.dense, self.dense_missing, self.label)))
+        return Batch(
+            *(t.to(device, non_blocking=non_blocking) for t in (self.ids, self.dense, self.dense_missing, self.label))
+        )

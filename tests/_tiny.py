@@ -3,6 +3,7 @@
 Fields: 2 dense numeric (``I1``, ``I2``), 2 bucketised numeric ids (``I3``, ``I4``) and 4 categorical ids
 (``C1`` .. ``C4``); F = 8.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,11 +40,15 @@ def tiny_batch(schema: Schema | None = None, batch_size: int = 32, seed: int = 0
     return Batch(ids, dense, missing, label)
 
 
-def model_config(name: str, embed_dim: int, options: dict | None = None, **norms: object) -> tuple[ModelConfig, NormConfig]:
+def model_config(
+    name: str, embed_dim: int, options: dict | None = None, **norms: object
+) -> tuple[ModelConfig, NormConfig]:
     """The shipped defaults of model ``name`` with ``options`` and the stage ``norms`` changed:
     ``build_model(schema, *model_config("dnn", 4, {"hidden": [8]}, mlp="ln"))``."""
     cfg = load_config([], [f"model.name={name}"])
-    return ModelConfig(name, embed_dim, {**cfg.model.options, **(options or {})}), dataclasses.replace(cfg.norm, **norms)
+    return ModelConfig(name, embed_dim, {**cfg.model.options, **(options or {})}), dataclasses.replace(
+        cfg.norm, **norms
+    )
 
 
 def config_section(section: str, **changes: object):

@@ -1,4 +1,5 @@
 """Shared fixtures: small generated raw Criteo files (never the real datasets)."""
+
 from __future__ import annotations
 
 from pathlib import Path

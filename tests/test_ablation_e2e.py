@@ -3,6 +3,7 @@
 One serial ablation runs once per module (fixture ``ablation``) and is only read; a test that reruns or deletes
 runs works on its own copy of that output in ``tmp_path``, so every test stands alone and in any order.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,7 +102,9 @@ def test_outputs(ablation: Ablation) -> None:
     assert set(failed["train.batch_size"]) == {100000}
     for _, row in ok.iterrows():  # each row is its run's results.json
         r = json.loads((out / "runs" / row["run"] / "results.json").read_text())
-        assert row["test_auc"] == pytest.approx(r["test"]["auc"]) and row["valid_logloss"] == pytest.approx(r["valid"]["logloss"])
+        assert row["test_auc"] == pytest.approx(r["test"]["auc"]) and row["valid_logloss"] == pytest.approx(
+            r["valid"]["logloss"]
+        )
         assert 0 < row["test_auc"] < 1 and row["epochs"] == 1
         assert (out / "runs" / row["run"] / "diagnostics.jsonl").stat().st_size > 0
     assert {"norm.numeric", "norm.mlp", "train.batch_size", "valid_logloss", "epochs", "seconds"} <= set(runs.columns)
@@ -117,7 +120,9 @@ def test_outputs(ablation: Ablation) -> None:
 
 
 @pytest.mark.slow
-def test_rerun_reuses_finished_runs_retries_failed_ones_and_resumes_a_missing_one(ablation: Ablation, tmp_path: Path) -> None:
+def test_rerun_reuses_finished_runs_retries_failed_ones_and_resumes_a_missing_one(
+    ablation: Ablation, tmp_path: Path
+) -> None:
     """A second invocation retrains nothing that finished (results.json untouched), retries the failed runs (new
     error.json), and after a run's results.json is lost retrains exactly that run, to the same results."""
     out = _copy(ablation, tmp_path)
@@ -137,8 +142,9 @@ def test_rerun_reuses_finished_runs_retries_failed_ones_and_resumes_a_missing_on
 
 
 @pytest.mark.slow
-def test_two_workers_train_runs_at_once_with_the_serial_results(ablation: Ablation, tmp_path: Path,
-                                                               capfd: pytest.CaptureFixture[str]) -> None:
+def test_two_workers_train_runs_at_once_with_the_serial_results(
+    ablation: Ablation, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """``--workers 2`` with two runs left: both are trained at the same time (the run directories' first file,
     config.yaml, of each is written before the other's last file, results.json: their lifetimes overlap, which a
     one-at-a-time execution cannot produce) and each ends bit-identical to the serial run of the same seed."""

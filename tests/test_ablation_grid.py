@@ -1,4 +1,5 @@
 """Ablation configs: expansion, validation (clear errors, invalid cells dropped), baselines and run names."""
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,10 @@ def spec(**raw):
 
 
 def test_product_of_grid_and_stage_norms():
-    s = spec(grid={"model.name": ["dnn", "deepfm"], "train.lr": [1e-3, 1e-2]},
-             stage_norms={"stages": ["categorical", "mlp"], "norms": ["bn", "ln", "vo_ln"]})
+    s = spec(
+        grid={"model.name": ["dnn", "deepfm"], "train.lr": [1e-3, 1e-2]},
+        stage_norms={"stages": ["categorical", "mlp"], "norms": ["bn", "ln", "vo_ln"]},
+    )
     cells = expand(s)
     assert len(cells) == 2 * 2 * 3 * 2
     assert cells[0] == {"model.name": "dnn", "train.lr": 1e-3, "norm.categorical": "bn"}
@@ -30,19 +33,21 @@ def test_product_of_grid_and_stage_norms():
 
 
 def test_explicit_cells_and_seeds():
-    s = spec(cells=[{"norm.mlp": {"name": "ln", "position": "post_act"}}, {"norm.mlp": {"name": "bn", "momentum": 0.01}}],
-             seeds=[3, 4, 5])
+    s = spec(
+        cells=[{"norm.mlp": {"name": "ln", "position": "post_act"}}, {"norm.mlp": {"name": "bn", "momentum": 0.01}}],
+        seeds=[3, 4, 5],
+    )
     plan = plan_ablation(s)
-    assert [c.label for c in plan.cells] == ["mlp=ln(position=post_act)", "mlp=bn(momentum=0.01)",
-                                             "baseline"]
+    assert [c.label for c in plan.cells] == ["mlp=ln(position=post_act)", "mlp=bn(momentum=0.01)", "baseline"]
     assert len(plan.runs) == 3 * 3 and {r.seed for r in plan.runs} == {3, 4, 5}
     assert all(r.config.train.seed == r.seed for r in plan.runs)
     assert plan.cells[1].config.norm.mlp == {"name": "bn", "momentum": 0.01}
 
 
 def test_every_cell_has_its_models_baseline_and_single_stage_coordinates():
-    plan = plan_ablation(spec(grid={"model.name": ["dnn", "deepfm"]},
-                              stage_norms={"stages": ["numeric", "mlp"], "norms": ["ln"]}))
+    plan = plan_ablation(
+        spec(grid={"model.name": ["dnn", "deepfm"]}, stage_norms={"stages": ["numeric", "mlp"], "norms": ["ln"]})
+    )
     by_id = {c.id: c for c in plan.cells}
     for c in plan.cells:
         base = by_id[c.baseline_id]
@@ -61,16 +66,25 @@ def test_a_baseline_already_in_the_grid_is_not_duplicated():
 
 
 def test_custom_baseline():
-    plan = plan_ablation(spec(norm={"mlp": "ln"}, grid={"norm.mlp": ["ln", {"name": "ln", "position": "post_act"}]},
-                              baseline={"norm.mlp": "ln"}))
+    plan = plan_ablation(
+        spec(
+            norm={"mlp": "ln"},
+            grid={"norm.mlp": ["ln", {"name": "ln", "position": "post_act"}]},
+            baseline={"norm.mlp": "ln"},
+        )
+    )
     assert len(plan.cells) == 2 and plan.cells[0].is_baseline
     assert plan.cells[1].baseline_id == plan.cells[0].id and plan.cells[1].stage == "mlp"
 
 
 def test_invalid_cells_are_dropped_with_a_reason():
-    plan = plan_ablation(spec(grid={"model.name": ["dnn", "autoint"]},
-                              stage_norms={"stages": ["mlp", "attention"], "norms": ["ln"]},
-                              model={"name": "dnn"}))
+    plan = plan_ablation(
+        spec(
+            grid={"model.name": ["dnn", "autoint"]},
+            stage_norms={"stages": ["mlp", "attention"], "norms": ["ln"]},
+            model={"name": "dnn"},
+        )
+    )
     assert [c.label for c in plan.cells if not c.is_baseline] == ["model=dnn, mlp=ln", "model=autoint, attention=ln"]
     assert plan.invalid == [
         ("model=dnn, attention=ln", "model 'dnn' has no 'attention' stage (it has: numeric, categorical, mlp)"),
@@ -79,8 +93,15 @@ def test_invalid_cells_are_dropped_with_a_reason():
 
 
 def test_common_norm_for_a_stage_only_the_grid_models_have():
-    plan = plan_ablation(parse_ablation({"norm": {"attention": "ln"}, "grid": {"model.name": ["autoint", "autoint_plus"]},
-                                         "model": {"attention_layers": 1}}))
+    plan = plan_ablation(
+        parse_ablation(
+            {
+                "norm": {"attention": "ln"},
+                "grid": {"model.name": ["autoint", "autoint_plus"]},
+                "model": {"attention_layers": 1},
+            }
+        )
+    )
     assert [c.config.model.name for c in plan.cells if not c.is_baseline] == ["autoint", "autoint_plus"]
 
 
@@ -100,12 +121,17 @@ def test_data_override_changes_the_runs(tmp_path):
 
 
 def test_cells_resolve_like_load_config():
-    s = spec(norm={"mlp": {"name": "bn", "momentum": 0.01}}, train={"epochs": 1, "lr": 1e-8},
-             grid={"norm.mlp": ["ln", {"name": "vo_ln", "eps": 1e-8}], "train.warmup_steps": [0, 5]})
+    s = spec(
+        norm={"mlp": {"name": "bn", "momentum": 0.01}},
+        train={"epochs": 1, "lr": 1e-8},
+        grid={"norm.mlp": ["ln", {"name": "vo_ln", "eps": 1e-8}], "train.warmup_steps": [0, 5]},
+    )
     for cell in plan_ablation(s).cells:
         overrides = ["model.name=dnn", "model.hidden=[8]", "train.epochs=1", "train.lr=1e-8"]
-        overrides += [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                      for k, v in cell.assignment.items()]
+        overrides += [
+            f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in cell.assignment.items()
+        ]
         if "norm.mlp" not in cell.assignment:
             overrides.insert(0, "norm.mlp={name: bn, momentum: 0.01}")
         assert cell.config == load_config([], overrides)
@@ -114,32 +140,42 @@ def test_cells_resolve_like_load_config():
 def test_model_options_survive_a_model_name_grid(tmp_path):
     """Options set next to a model.name that the grid changes (inline or in a base file) are kept."""
     plan = plan_ablation(spec(model={"hidden": [8], "embed_dim": 4}, grid={"model.name": ["dnn", "deepfm"]}))
-    assert {(c.config.model.name, c.config.model.embed_dim, tuple(c.config.model.options["hidden"])) for c in plan.cells} == {
-        ("dnn", 4, (8,)), ("deepfm", 4, (8,))}
+    assert {
+        (c.config.model.name, c.config.model.embed_dim, tuple(c.config.model.options["hidden"])) for c in plan.cells
+    } == {("dnn", 4, (8,)), ("deepfm", 4, (8,))}
     path = tmp_path / "abl.yaml"
-    path.write_text(yaml.safe_dump({"base": str(shipped_configs() / "presets" / "normdnn.yaml"), "grid": {"model.name": ["deepfm"]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"base": str(shipped_configs() / "presets" / "normdnn.yaml"), "grid": {"model.name": ["deepfm"]}}
+        )
+    )
     cell, baseline = plan_ablation(read_ablation(path)).cells
     assert baseline.config.norm.mlp == "none" and baseline.config.model.embed_dim == 10
-    assert cell.config.model.name == "deepfm" and cell.config.model.embed_dim == 10  # normdnn.yaml's, not the default 16
+    assert (
+        cell.config.model.name == "deepfm" and cell.config.model.embed_dim == 10
+    )  # normdnn.yaml's, not the default 16
     assert cell.config.norm.mlp == "vo_ln"
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"grdi": {}}, "unknown ablation key 'grdi'"),
-    ({"grid": {"lr": [1]}}, "must be dotted"),
-    ({"grid": {"trian.lr": [1]}}, "not in a config section"),
-    ({"grid": {"train.lr": []}}, "non-empty list"),
-    ({"grid": {"train.seed": [1, 2]}}, "top-level 'seeds'"),
-    ({"seeds": [1, 1]}, "distinct integers"),
-    ({"seeds": []}, "distinct integers"),
-    ({"stage_norms": {"stages": ["mlpp"], "norms": ["ln"]}}, "unknown stage 'mlpp'"),
-    ({"stage_norms": {"stages": ["mlp"], "norms": ["lnn"]}}, "unknown norm 'lnn'"),
-    ({"stage_norms": {"stages": ["mlp"]}}, "exactly 'stages' and 'norms'"),
-    ({"grid": {"norm.mlp": ["ln"]}, "cells": [{"norm.mlp": "bn"}]}, "set by both 'grid' and a cell"),
-    ({"cells": [{}]}, "non-empty mappings"),
-    ({"alpha": 2}, "'alpha'"),
-    ({"base": "nope.yaml"}, "base config not found"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"grdi": {}}, "unknown ablation key 'grdi'"),
+        ({"grid": {"lr": [1]}}, "must be dotted"),
+        ({"grid": {"trian.lr": [1]}}, "not in a config section"),
+        ({"grid": {"train.lr": []}}, "non-empty list"),
+        ({"grid": {"train.seed": [1, 2]}}, "top-level 'seeds'"),
+        ({"seeds": [1, 1]}, "distinct integers"),
+        ({"seeds": []}, "distinct integers"),
+        ({"stage_norms": {"stages": ["mlpp"], "norms": ["ln"]}}, "unknown stage 'mlpp'"),
+        ({"stage_norms": {"stages": ["mlp"], "norms": ["lnn"]}}, "unknown norm 'lnn'"),
+        ({"stage_norms": {"stages": ["mlp"]}}, "exactly 'stages' and 'norms'"),
+        ({"grid": {"norm.mlp": ["ln"]}, "cells": [{"norm.mlp": "bn"}]}, "set by both 'grid' and a cell"),
+        ({"cells": [{}]}, "non-empty mappings"),
+        ({"alpha": 2}, "'alpha'"),
+        ({"base": "nope.yaml"}, "base config not found"),
+    ],
+)
 def test_format_errors_are_config_errors(raw, message):
     with pytest.raises(ConfigError, match=message):
         spec(**raw)

@@ -1,4 +1,5 @@
 """Paired statistics over seeds: against scipy and a hand-checked example; per-cell summaries."""
+
 from __future__ import annotations
 
 import math
@@ -46,15 +47,58 @@ def test_summarize_pairs_seeds_with_the_baseline():
     seeds = [1, 2, 3]
     base = [0.770, 0.772, 0.771]
     cell = [0.775, 0.776, 0.774]
-    rows = [{"cell_id": "b", "seed": s, "status": "ok", "test_auc": v, "test_logloss": 0.5, "valid_auc": v,
-             "valid_logloss": 0.5, "samples_per_sec": 1e4, "seconds": 2.0} for s, v in zip(seeds, base)]
-    rows += [{"cell_id": "c", "seed": s, "status": "ok", "test_auc": v, "test_logloss": 0.49, "valid_auc": v,
-              "valid_logloss": 0.49, "samples_per_sec": 1e4, "seconds": 2.0} for s, v in zip(seeds, cell)]
-    rows += [{"cell_id": "d", "seed": 1, "status": "ok", "test_auc": 0.78, "test_logloss": 0.48, "valid_auc": 0.78,
-              "valid_logloss": 0.48, "samples_per_sec": 1e4, "seconds": 2.0},
-             {"cell_id": "d", "seed": 2, "status": "failed", "test_auc": float("nan"), "test_logloss": float("nan"),
-              "valid_auc": float("nan"), "valid_logloss": float("nan"), "samples_per_sec": float("nan"),
-              "seconds": float("nan")}]
+    rows = [
+        {
+            "cell_id": "b",
+            "seed": s,
+            "status": "ok",
+            "test_auc": v,
+            "test_logloss": 0.5,
+            "valid_auc": v,
+            "valid_logloss": 0.5,
+            "samples_per_sec": 1e4,
+            "seconds": 2.0,
+        }
+        for s, v in zip(seeds, base)
+    ]
+    rows += [
+        {
+            "cell_id": "c",
+            "seed": s,
+            "status": "ok",
+            "test_auc": v,
+            "test_logloss": 0.49,
+            "valid_auc": v,
+            "valid_logloss": 0.49,
+            "samples_per_sec": 1e4,
+            "seconds": 2.0,
+        }
+        for s, v in zip(seeds, cell)
+    ]
+    rows += [
+        {
+            "cell_id": "d",
+            "seed": 1,
+            "status": "ok",
+            "test_auc": 0.78,
+            "test_logloss": 0.48,
+            "valid_auc": 0.78,
+            "valid_logloss": 0.48,
+            "samples_per_sec": 1e4,
+            "seconds": 2.0,
+        },
+        {
+            "cell_id": "d",
+            "seed": 2,
+            "status": "failed",
+            "test_auc": float("nan"),
+            "test_logloss": float("nan"),
+            "valid_auc": float("nan"),
+            "valid_logloss": float("nan"),
+            "samples_per_sec": float("nan"),
+            "seconds": float("nan"),
+        },
+    ]
     cells = pd.DataFrame({"cell": ["base", "cell", "one"], "cell_id": ["b", "c", "d"], "baseline_id": ["b", "b", "b"]})
     s = summarize(pd.DataFrame(rows), cells, alpha=0.05).set_index("cell_id")
     ref = scipy_stats.ttest_rel(cell, base)

@@ -1,4 +1,5 @@
 """End to end through the command lines: train.py -> run directory -> evaluate.py, and one-line errors."""
+
 import json
 import subprocess
 import sys
@@ -10,12 +11,28 @@ import pytest
 from ctr.data.generate import generate_criteo
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=512", "--set", "train.lr=0.005", "--set", "model.hidden=[32, 32]",
-        "--set", "model.embed_dim=4", "--set", "train.progress=false", "--set", "data.min_count=2"]
+FAST = [
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=512",
+    "--set",
+    "train.lr=0.005",
+    "--set",
+    "model.hidden=[32, 32]",
+    "--set",
+    "model.embed_dim=4",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "data.min_count=2",
+]
 
 
 def run(script, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +61,7 @@ def test_train_writes_a_complete_run_directory(trained):
     assert {"samples_per_sec", "seconds", "epochs"} <= set(results["train"])
     assert results["test"]["auc"] > 0.55, "the planted click model must be learnable"
     assert f"test: AUC {results['test']['auc']:.6f}" in stdout
-    epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "valid_auc" in l]
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "valid_auc" in line]
     assert [e["epoch"] for e in epochs] == [1, 2]
 
 
@@ -84,12 +101,15 @@ def test_same_seed_same_auc(raw, tmp_path, trained):
     assert abs(a - b) < 1e-6
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "train.lrr=1"], "unknown config key 'train.lrr'"),
-    (["--set", "norm.mlp=nosuch"], "unknown norm 'nosuch'"),
-    (["--set", "norm.cin=ln"], "has no 'cin' stage"),
-    (["--data", "/nonexistent/file.txt"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "train.lrr=1"], "unknown config key 'train.lrr'"),
+        (["--set", "norm.mlp=nosuch"], "unknown norm 'nosuch'"),
+        (["--set", "norm.cin=ln"], "has no 'cin' stage"),
+        (["--data", "/nonexistent/file.txt"], "no such file"),
+    ],
+)
 @pytest.mark.slow
 def test_train_errors_are_one_line_without_traceback(args, message, tmp_path):
     r = run("train.py", "--out", tmp_path / "x", *args)
@@ -143,8 +163,21 @@ def test_unwritable_cache_or_run_directory_is_one_line(tmp_path, raw):
 @pytest.mark.slow
 def test_prepare_command_prepares_once_for_train(tmp_path, raw):
     cache = tmp_path / "cache"
-    r = subprocess.run([sys.executable, str(ROOT / "prepare.py"), "--data", str(raw), "--set", "data.min_count=2",
-                        "--set", f"data.cache_dir={cache}"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "prepare.py"),
+            "--data",
+            str(raw),
+            "--set",
+            "data.min_count=2",
+            "--set",
+            f"data.cache_dir={cache}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     prepared = r.stdout.splitlines()[0].removeprefix("prepared: ")
     assert Path(prepared).parent == cache and (Path(prepared) / "schema.json").is_file()
@@ -160,7 +193,11 @@ def test_dense_adam_over_a_big_table_prints_the_sparse_hint(raw, tmp_path, monke
     from ctr.train import run as run_module
 
     monkeypatch.setattr(run_module, "SPARSE_HINT_ROWS", 10)  # the 20k-row file has a few thousand embedding rows
-    overrides = [a for a in FAST if a != "--set"] + [f"data.path={raw}", "train.max_steps=1", f"train.sparse_embeddings={sparse}"]
+    overrides = [a for a in FAST if a != "--set"] + [
+        f"data.path={raw}",
+        "train.max_steps=1",
+        f"train.sparse_embeddings={sparse}",
+    ]
     run_module.train_run(load_config([], overrides), tmp_path / "run")
     err = capsys.readouterr().err
     assert ("hint: " in err and "embedding rows" in err and "train.sparse_embeddings=true" in err) == (not sparse)
@@ -169,8 +206,10 @@ def test_dense_adam_over_a_big_table_prints_the_sparse_hint(raw, tmp_path, monke
 @pytest.mark.slow
 def test_data_commands_do_not_import_torch(tmp_path, raw):
     """Reading, generating and preparing data never import torch (1 s and ~290 MB): only tensors need it."""
-    code = ("import sys, ctr.data.generate, ctr.data.criteo, ctr.data.prepare, ctr.cli; "
-            f"sys.argv = ['prepare', '--data', {str(raw)!r}, '--set', 'data.cache_dir={tmp_path}', '--set', 'data.min_count=2']; "
-            "ctr.cli.prepare_main(None); assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys, ctr.data.generate, ctr.data.criteo, ctr.data.prepare, ctr.cli; "
+        f"sys.argv = ['prepare', '--data', {str(raw)!r}, '--set', 'data.cache_dir={tmp_path}', '--set', 'data.min_count=2']; "
+        "ctr.cli.prepare_main(None); assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr

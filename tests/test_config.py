@@ -17,8 +17,17 @@ def resolve(*overrides: str):
 
 
 def test_defaults_and_overrides_with_types():
-    cfg = load_config([], ["train.lr=1e-3", "train.epochs=3", "data.min_count=5", "model.hidden=[8, 4]",
-                           "norm.mlp={name: bn, momentum: 0.01}", "train.seed=7"])
+    cfg = load_config(
+        [],
+        [
+            "train.lr=1e-3",
+            "train.epochs=3",
+            "data.min_count=5",
+            "model.hidden=[8, 4]",
+            "norm.mlp={name: bn, momentum: 0.01}",
+            "train.seed=7",
+        ],
+    )
     assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)
     assert cfg.train.epochs == 3 and cfg.data.min_count == 5 and cfg.train.seed == 7
     assert cfg.model.options["hidden"] == [8, 4]
@@ -31,22 +40,28 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         load_config([], ["train.epochs=1.5"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lrr=1", "unknown config key 'train.lrr'"),
-    ("trian.lr=1", "unknown config section 'trian'"),
-    ("model.hiddn=[4]", "unknown config key 'model.hiddn'"),
-    ("train.batch_size=big", "train.batch_size' must be int"),
-    ("model.name=nosuchmodel", "unknown model 'nosuchmodel'; valid: .*deepfm"),
-    ("norm.mlp=nosuchnorm", "norm.mlp: unknown norm 'nosuchnorm'; valid: none, bn"),
-    ("norm.mlp={name: bn, momentun: 0.1}", "unknown option 'momentun' for norm 'bn'"),
-    ("norm.mlp={name: ln, eps: big}", "option 'eps' of norm 'ln' must be float"),
-    ("norm.mlp={name: ln, scope: all}", "scope' applies only to the numeric and categorical"),
-    ("train.decay=exp", "train.decay' = 'exp' is not one of"),
-    ("norm.mlp={name: ln, position: middle}", "norm.mlp: position 'middle' is not one of: pre_act, post_act"),
-    ("norm.cin={name: ln, position: pre}", "norm.cin: option 'position' applies only to the mlp and attention"),
-    ("norm.attention={name: ln, position: post_act}", "norm.attention: position 'post_act' is not one of: post, pre"),
-    ("data.on_bad_rows=ignore", "data.on_bad_rows"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "unknown config key 'train.lrr'"),
+        ("trian.lr=1", "unknown config section 'trian'"),
+        ("model.hiddn=[4]", "unknown config key 'model.hiddn'"),
+        ("train.batch_size=big", "train.batch_size' must be int"),
+        ("model.name=nosuchmodel", "unknown model 'nosuchmodel'; valid: .*deepfm"),
+        ("norm.mlp=nosuchnorm", "norm.mlp: unknown norm 'nosuchnorm'; valid: none, bn"),
+        ("norm.mlp={name: bn, momentun: 0.1}", "unknown option 'momentun' for norm 'bn'"),
+        ("norm.mlp={name: ln, eps: big}", "option 'eps' of norm 'ln' must be float"),
+        ("norm.mlp={name: ln, scope: all}", "scope' applies only to the numeric and categorical"),
+        ("train.decay=exp", "train.decay' = 'exp' is not one of"),
+        ("norm.mlp={name: ln, position: middle}", "norm.mlp: position 'middle' is not one of: pre_act, post_act"),
+        ("norm.cin={name: ln, position: pre}", "norm.cin: option 'position' applies only to the mlp and attention"),
+        (
+            "norm.attention={name: ln, position: post_act}",
+            "norm.attention: position 'post_act' is not one of: post, pre",
+        ),
+        ("data.on_bad_rows=ignore", "data.on_bad_rows"),
+    ],
+)
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         resolve(override)
@@ -82,7 +97,9 @@ def test_merge_keeps_model_keys_when_the_name_is_overridden_and_replaces_norm_sp
     cfg = load_config([], ["model.hidden=[8]", "model.name=dnn", "norm.mlp={name: bn, momentum: 0.01}", "norm.mlp=ln"])
     assert cfg.model.name == "dnn" and cfg.model.options["hidden"] == [8]
     assert cfg.norm.mlp == "ln"
-    cfg = load_config([shipped_configs() / "presets" / "normdnn.yaml"], ["model.name=deepfm", "norm.categorical={name: ln}"])
+    cfg = load_config(
+        [shipped_configs() / "presets" / "normdnn.yaml"], ["model.name=deepfm", "norm.categorical={name: ln}"]
+    )
     assert cfg.model.embed_dim == 10 and cfg.norm.categorical == {"name": "ln"}
 
 
@@ -98,8 +115,10 @@ def test_shipped_defaults_are_complete_and_the_only_defaults():
     from ctr import config
 
     for cls in (config.DataConfig, config.ModelConfig, config.NormConfig, config.TrainConfig, config.DiagnosticsConfig):
-        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   for f in dataclasses.fields(cls)), cls
+        assert all(
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            for f in dataclasses.fields(cls)
+        ), cls
     assert load_config().train.epochs == 2
 
 

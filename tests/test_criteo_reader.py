@@ -1,4 +1,5 @@
 """The raw Criteo reader: parsing, exact line numbers, bad rows (error and skip), gzip."""
+
 from __future__ import annotations
 
 import gzip
@@ -7,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from conftest import CRITEO_ROWS, write_rows
+
 from ctr.data.criteo import (
     CAT_COLUMNS,
     COLUMNS,
@@ -121,9 +122,13 @@ def test_reads_every_row_with_values(criteo_file: Path, criteo_lines: list[str])
         ("label", "", "label '' is not 0 or 1"),
     ],
 )
-def test_bad_value_names_file_line_and_column(tmp_path: Path, criteo_lines: list[str], column: str, value: str, reason: str) -> None:
+def test_bad_value_names_file_line_and_column(
+    tmp_path: Path, criteo_lines: list[str], column: str, value: str, reason: str
+) -> None:
     line = 1717  # far past the first 4 KiB block
-    path = write_rows(tmp_path / "train.txt", with_line(criteo_lines, line, with_cell(criteo_lines[line - 1], column, value)))
+    path = write_rows(
+        tmp_path / "train.txt", with_line(criteo_lines, line, with_cell(criteo_lines[line - 1], column, value))
+    )
     with pytest.raises(DataError) as e:
         read_all(path, **SMALL)
     msg = str(e.value)
@@ -199,8 +204,10 @@ def test_block_size_does_not_change_rows(criteo_file: Path) -> None:
     a, _ = read_all(criteo_file, block_size=1 << 20)
     b, _ = read_all(criteo_file, **SMALL)
     for name in ("lines", "label", "ints", "cats"):
-        np.testing.assert_array_equal(np.concatenate([getattr(x, name) for x in a], axis=-1),
-                                      np.concatenate([getattr(x, name) for x in b], axis=-1))
+        np.testing.assert_array_equal(
+            np.concatenate([getattr(x, name) for x in a], axis=-1),
+            np.concatenate([getattr(x, name) for x in b], axis=-1),
+        )
 
 
 def test_odd_categorical_values_round_trip(tmp_path: Path, criteo_lines: list[str]) -> None:
@@ -208,7 +215,11 @@ def test_odd_categorical_values_round_trip(tmp_path: Path, criteo_lines: list[st
     lines = with_line(lines, 3, with_cell(lines[2], "C4", "a-much-longer-value"))
     codec = KeyCodec()
     (b,), _ = read_all(write_rows(tmp_path / "t.txt", lines), codec=codec)
-    assert [codec.text_of(k) for k in b.cats[3, :3]] == [criteo_lines[0].split("\t")[17], "short", "a-much-longer-value"]
+    assert [codec.text_of(k) for k in b.cats[3, :3]] == [
+        criteo_lines[0].split("\t")[17],
+        "short",
+        "a-much-longer-value",
+    ]
     assert codec.keys_of(["short", "a-much-longer-value"]).tolist() == b.cats[3, 1:3].tolist()
 
 
@@ -216,8 +227,19 @@ def test_key_codec_round_trips_values_of_every_length() -> None:
     """Keys are injective and decode back, whatever the length and bytes: empty, short (1-7 bytes, NULs and
     control bytes included), 8 bytes (also ending in a byte < 8, which takes a table key), longer, non-UTF-8."""
     rng = np.random.default_rng(0)
-    pool = [b"", b"a", b"ab\x00", b"\x00", b"1234567", b"deadbeef", b"1234567\x07", b"1234567\x08", b"\xff\xfe",
-            b"a-much-longer-value", b"12345678" * 3]
+    pool = [
+        b"",
+        b"a",
+        b"ab\x00",
+        b"\x00",
+        b"1234567",
+        b"deadbeef",
+        b"1234567\x07",
+        b"1234567\x08",
+        b"\xff\xfe",
+        b"a-much-longer-value",
+        b"12345678" * 3,
+    ]
     pool += [bytes(rng.integers(0, 256, n).astype(np.uint8)) for n in rng.integers(1, 20, 200)]
     values = [pool[i] for i in rng.integers(0, len(pool), 3000)]
     codec = KeyCodec()
@@ -245,8 +267,9 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("block_size", [700, 4096, 1 << 20])
-def test_chunking_keeps_line_numbers_and_bad_rows_exact(tmp_path: Path, criteo_lines: list[str], block_size: int,
-                                                        gz: bool) -> None:
+def test_chunking_keeps_line_numbers_and_bad_rows_exact(
+    tmp_path: Path, criteo_lines: list[str], block_size: int, gz: bool
+) -> None:
     """Blocks of any size (a few lines, many) give the same rows, line numbers and report; bad rows sit at block
     edges for some sizes; the last line has no newline."""
     lines = criteo_lines[:40]
@@ -265,7 +288,13 @@ def test_chunking_keeps_line_numbers_and_bad_rows_exact(tmp_path: Path, criteo_l
     report = BadRowReport()
     _, got = read_all(path, block_size=block_size, min_rows=5, on_bad_rows="skip", report=report)
     assert got.tolist() == [n for n in range(1, 40) if n not in (3, 4, 17, 18)]
-    assert [(e["line"], e["column"]) for e in report.examples] == [(3, None), (4, None), (17, "I5"), (18, None), (40, "label")]
+    assert [(e["line"], e["column"]) for e in report.examples] == [
+        (3, None),
+        (4, None),
+        (17, "I5"),
+        (18, None),
+        (40, "label"),
+    ]
     with pytest.raises(DataError, match=r"t\.txt(\.gz)? line 3: expected 40 tab-separated columns, got 2"):
         read_all(path, block_size=block_size, min_rows=5)
 

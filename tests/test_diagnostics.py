@@ -4,6 +4,7 @@ Oracles: gradients from ``torch.autograd.grad``; activations from the test's own
 on a copy of the model (dropout off, BatchNorm on batch statistics, as the probes document); the landscape on
 quadratics whose gradients and curvature are known in closed form; correlations from ``numpy.corrcoef``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,9 @@ BN_NORMS = ("norm.numeric=ln", "norm.categorical={name: bn, scope: dim}", "norm.
 
 def _model(*norms: str, dropout: float = 0.2, seed: int = 0) -> nn.Module:
     """A tiny DNN (hidden [8, 8]) over :func:`tiny_schema` with the given ``norm.<stage>=...`` settings."""
-    cfg = load_config(overrides=["model.name=dnn", "model.embed_dim=4", "model.hidden=[8, 8]",
-                                 f"model.dropout={dropout}", *norms])
+    cfg = load_config(
+        overrides=["model.name=dnn", "model.embed_dim=4", "model.hidden=[8, 8]", f"model.dropout={dropout}", *norms]
+    )
     torch.manual_seed(seed)
     return build_model(tiny_schema(), cfg.model, cfg.norm)
 
@@ -141,7 +143,10 @@ def test_landscape_beta_is_the_rayleigh_ratio_along_the_gradient() -> None:
 def test_landscape_moves_all_parameters_together() -> None:
     """With the loss split over two parameters, the step is along the joint gradient (one ||g|| over both)."""
     a1, a2 = 2.0, 5.0
-    w1, w2 = nn.Parameter(torch.tensor([1.0, -1.0], dtype=torch.float64)), nn.Parameter(torch.tensor([3.0], dtype=torch.float64))
+    w1, w2 = (
+        nn.Parameter(torch.tensor([1.0, -1.0], dtype=torch.float64)),
+        nn.Parameter(torch.tensor([3.0], dtype=torch.float64)),
+    )
     out = landscape_probe(lambda: 0.5 * a1 * w1.pow(2).sum() + 0.5 * a2 * w2.pow(2).sum(), [w1, w2], [0.1])
     g1, g2 = a1 * w1.detach(), a2 * w2.detach()
     g_norm = math.sqrt(float(g1.pow(2).sum() + g2.pow(2).sum()))
@@ -239,7 +244,8 @@ def test_activation_stats_match_hooks_and_a_forward_by_hand() -> None:
     linears = [n for n, m in oracle.named_modules() if isinstance(m, nn.Linear)]
     relus = [n for n, m in oracle.named_modules() if isinstance(m, nn.ReLU)]
     norms = ["embed.numeric_norm", "embed.categorical_norm"] + [
-        n for n, m in oracle.named_modules() if isinstance(m, BatchNorm) and n.startswith("mlp")]
+        n for n, m in oracle.named_modules() if isinstance(m, BatchNorm) and n.startswith("mlp")
+    ]
     modules = dict(oracle.named_modules())
     for name in linears + relus + norms:
         modules[name].register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.detach()))
@@ -264,9 +270,17 @@ def test_activation_stats_match_hooks_and_a_forward_by_hand() -> None:
     assert 0 < sum(zeros.values()) < len(relus)  # neither all alive nor all dead: the count is informative
     assert act["dead_relu_mean"] == pytest.approx(sum(zeros.values()) / len(relus), abs=1e-12)
     q05, q50, q95 = np.quantile(logits.numpy(), [0.05, 0.5, 0.95])
-    expected_logits = {"mean": float(logits.mean()), "std": float(logits.std()), "min": float(logits.min()),
-                       "max": float(logits.max()), "q05": q05, "q50": q50, "q95": q95,
-                       "prob_mean": float(torch.sigmoid(logits).mean()), "label_mean": float(batch.label.mean())}
+    expected_logits = {
+        "mean": float(logits.mean()),
+        "std": float(logits.std()),
+        "min": float(logits.min()),
+        "max": float(logits.max()),
+        "q05": q05,
+        "q50": q50,
+        "q95": q95,
+        "prob_mean": float(torch.sigmoid(logits).mean()),
+        "label_mean": float(batch.label.mean()),
+    }
     _close(act["logits"], expected_logits)
 
 
@@ -366,8 +380,12 @@ def test_bn_gap_equals_train_vs_eval_predictions_by_hand() -> None:
     assert float(diff.mean()) > 1e-3  # a real gap, so the comparison is not 0 == 0
     assert gap["prob_abs_diff"] == pytest.approx(float(diff.mean()), rel=1e-5)
     assert gap["prob_abs_diff_max"] == pytest.approx(float(diff.max()), rel=1e-5)
-    assert gap["logloss_train_mode"] == pytest.approx(float(F.binary_cross_entropy_with_logits(train_logits, batch.label)), rel=1e-6)
-    assert gap["logloss_eval_mode"] == pytest.approx(float(F.binary_cross_entropy_with_logits(eval_logits, batch.label)), rel=1e-6)
+    assert gap["logloss_train_mode"] == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(train_logits, batch.label)), rel=1e-6
+    )
+    assert gap["logloss_eval_mode"] == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(eval_logits, batch.label)), rel=1e-6
+    )
 
 
 def test_bn_gap_is_zero_without_batchnorm_and_not_logged() -> None:
@@ -397,11 +415,13 @@ def test_bn_gap_in_probe_uses_the_model_running_statistics() -> None:
 
 
 def _snapshot(model: nn.Module) -> dict[str, Any]:
-    return {"state": {k: v.clone() for k, v in model.state_dict().items()},  # params, BN running stats, counters
-            "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-            "modes": [m.training for m in model.modules()],
-            "fresh": [m.fresh for m in model.modules() if isinstance(m, BatchNorm)],
-            "rng": torch.get_rng_state()}
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},  # params, BN running stats, counters
+        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "modes": [m.training for m in model.modules()],
+        "fresh": [m.fresh for m in model.modules() if isinstance(m, BatchNorm)],
+        "rng": torch.get_rng_state(),
+    }
 
 
 def _assert_same(before: dict[str, Any], model: nn.Module) -> None:

@@ -1,4 +1,5 @@
 """The synthetic Criteo generator: format, determinism, chunk-size independence, realism."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """Tensor loading and batching: permutations, DDP shards, streaming with a shuffle buffer."""
+
 from __future__ import annotations
 
 from collections import Counter

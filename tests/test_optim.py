@@ -11,8 +11,14 @@ from ctr.types import Batch, Field, Schema
 
 
 def schema():
-    return Schema([Field("I1", "numeric", "dense", "log_standard"), Field("I2", "numeric", "id", "log2_bucket", 5),
-                   Field("C1", "categorical", "id", "vocab", 9), Field("C2", "categorical", "id", "vocab", 4)])
+    return Schema(
+        [
+            Field("I1", "numeric", "dense", "log_standard"),
+            Field("I2", "numeric", "id", "log2_bucket", 5),
+            Field("C1", "categorical", "id", "vocab", 9),
+            Field("C2", "categorical", "id", "vocab", 4),
+        ]
+    )
 
 
 def roles_of(norm):
@@ -37,10 +43,19 @@ def test_embedding_stage_norm_parameters_are_norm_not_embedding(norm):
     """Gains and biases of the numeric/categorical stage norms are decayed by norm_weight_decay, never by
     embedding_weight_decay: the embedding group holds exactly the tables and per-field embedding vectors."""
     roles, model = roles_of(norm)
-    stage_norm_params = {n for n, _ in model.named_parameters() if n.startswith(("embed.numeric_norm.", "embed.categorical_norm."))}
+    stage_norm_params = {
+        n for n, _ in model.named_parameters() if n.startswith(("embed.numeric_norm.", "embed.categorical_norm."))
+    }
     assert stage_norm_params and stage_norm_params <= roles["norm"]
-    assert roles["embedding"] == {"embed.table.weight", "embed.dense_weight", "embed.dense_bias", "embed.dense_missing",
-                                  "linear.table.weight", "linear.dense_weight", "linear.missing_weight"}
+    assert roles["embedding"] == {
+        "embed.table.weight",
+        "embed.dense_weight",
+        "embed.dense_bias",
+        "embed.dense_missing",
+        "linear.table.weight",
+        "linear.dense_weight",
+        "linear.missing_weight",
+    }
 
 
 def test_weight_norm_gain_is_a_norm_parameter_and_direction_a_weight():
@@ -52,7 +67,9 @@ def test_weight_norm_gain_is_a_norm_parameter_and_direction_a_weight():
 def test_no_norm_means_no_norm_group_and_decay_per_role():
     roles, model = roles_of("none")
     assert not roles["norm"]
-    opt = build_optimizer(model, config_section("train", weight_decay=0.1, norm_weight_decay=0.0, embedding_weight_decay=0.01))
+    opt = build_optimizer(
+        model, config_section("train", weight_decay=0.1, norm_weight_decay=0.0, embedding_weight_decay=0.01)
+    )
     decay = {g["role"]: g["weight_decay"] for g in opt.param_groups}
     assert decay == {"embedding": 0.01, "weight": 0.1, "bias": 0.0}
 
@@ -69,6 +86,7 @@ def test_lr_schedule_warmup_then_decay():
 
 def _step(model, opt, batch):
     import torch.nn.functional as F
+
     opt.zero_grad()
     F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
     opt.step()
@@ -83,6 +101,7 @@ def _one_id_batch(c1_id: int):
 def test_sparse_embeddings_update_only_the_rows_in_the_batch(sparse):
     """SparseAdam is lazy: a row absent from the batch keeps its value; dense Adam moves it by its momentum."""
     from ctr.train.optim import use_sparse_embeddings
+
     torch.manual_seed(0)
     model = build_model(schema(), *model_config("deepfm", 4, {"hidden": [8]}))
     if sparse:
@@ -101,6 +120,7 @@ def test_sparse_embeddings_update_only_the_rows_in_the_batch(sparse):
 def test_sparse_embeddings_follow_the_schedule_and_reject_weight_decay():
     from ctr.errors import ConfigError
     from ctr.train.optim import use_sparse_embeddings
+
     model = build_model(schema(), *model_config("deepfm", 4, {"hidden": [8]}))
     use_sparse_embeddings(model)
     opt = build_optimizer(model, config_section("train", lr=0.1))
@@ -119,8 +139,15 @@ def test_fused_adam_with_role_groups_matches_plain_adam():
     assert ours.optimizers[0].defaults["fused"]
     decay = {"embedding": 0.01, "norm": 0.0, "weight": 0.1, "bias": 0.0}
     ref_params = dict(ref.named_parameters())
-    plain = torch.optim.Adam([{"params": [ref_params[n] for n, _ in ps], "weight_decay": decay[role]}
-                              for role, ps in param_roles(model).items() if ps], lr=1e-2, foreach=False)
+    plain = torch.optim.Adam(
+        [
+            {"params": [ref_params[n] for n, _ in ps], "weight_decay": decay[role]}
+            for role, ps in param_roles(model).items()
+            if ps
+        ],
+        lr=1e-2,
+        foreach=False,
+    )
     torch.manual_seed(1)
     for _ in range(5):
         ids = torch.stack([torch.randint(0, v, (32,)) for v in (5, 9, 4)], 1)

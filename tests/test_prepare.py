@@ -1,4 +1,5 @@
 """Splits, train-only fitting, prepared Parquet + schema, cache, atomic writes, re-encoding raw files."""
+
 from __future__ import annotations
 
 import gzip
@@ -178,10 +179,13 @@ def test_log2_encoder_lookup_table_matches_bucket_then_vocabulary(train_min: int
     enc = encoders.Log2BucketEncoder("I1", min_count=5)
     enc.partial_fit(train, np.zeros(len(train), bool))
     enc.finish()
-    x = np.concatenate([
-        np.arange(-70_000, 70_000, 7), rng.integers(-(2**62), 2**62, 1000),
-        [train_min, train_min - 1, 2**63 - 1, -(2**63), 65_535, 65_536],
-    ]).astype(np.int64)
+    x = np.concatenate(
+        [
+            np.arange(-70_000, 70_000, 7),
+            rng.integers(-(2**62), 2**62, 1000),
+            [train_min, train_min - 1, 2**63 - 1, -(2**63), 65_535, 65_536],
+        ]
+    ).astype(np.int64)
     missing = rng.random(len(x)) < 0.1
     want = encoders.VocabEncoder.transform(enc, x, missing)
     got = enc.transform(x, missing)
@@ -262,7 +266,9 @@ def test_skipped_rows_are_reported_in_schema(criteo_lines: list[str], tmp_path: 
 # -------------------------------------------------------------------------------------------------- caching
 
 
-def test_cache_is_reused_and_keyed_by_options(criteo_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_is_reused_and_keyed_by_options(
+    criteo_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = prepare_data(config(criteo_file, tmp_path), progress=False)
     stamp = (first.dir / "schema.json").stat().st_mtime_ns
 
@@ -285,7 +291,9 @@ def test_cache_root_defaults_beside_the_raw_file(criteo_lines: list[str], tmp_pa
     assert got.dir.parent == tmp_path / ".ctr_cache"
 
 
-def test_interrupted_prepare_leaves_no_final_directory(criteo_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_prepare_leaves_no_final_directory(
+    criteo_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
     original = encoders.CriteoEncoder.transform_factorized
 

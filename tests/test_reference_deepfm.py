@@ -1,4 +1,5 @@
 """ctr's DeepFM and training step are the hand-written reference (benchmarks/reference_deepfm.py), exactly."""
+
 import sys
 from pathlib import Path
 
@@ -17,15 +18,19 @@ from reference_deepfm import HandDeepFM  # noqa: E402
 def test_deepfm_matches_hand_written_forward_and_adam_steps():
     torch.manual_seed(0)
     vocab = [5, 7, 11, 3, 9]
-    schema = Schema([Field(f"I{i}", "numeric", "id", "log2_bucket", v) for i, v in enumerate(vocab[:2])]
-                    + [Field(f"C{i}", "categorical", "id", "vocab", v) for i, v in enumerate(vocab[2:])])
+    schema = Schema(
+        [Field(f"I{i}", "numeric", "id", "log2_bucket", v) for i, v in enumerate(vocab[:2])]
+        + [Field(f"C{i}", "categorical", "id", "vocab", v) for i, v in enumerate(vocab[2:])]
+    )
     ours = build_model(schema, *model_config("deepfm", 4, {"hidden": [16, 8]}))
     ref = HandDeepFM(vocab, 0, dim=4, hidden=(16, 8))
     with torch.no_grad():
         ours.embed.table.weight.copy_(ref.emb.weight)
         ours.linear.table.weight.copy_(torch.randn_like(ref.lin.weight))
         ref.lin.weight.copy_(ours.linear.table.weight)
-        for a, b in zip([m for m in ours.mlp.net if hasattr(m, "weight")], [m for m in ref.mlp if hasattr(m, "weight")]):
+        for a, b in zip(
+            [m for m in ours.mlp.net if hasattr(m, "weight")], [m for m in ref.mlp if hasattr(m, "weight")]
+        ):
             a.weight.copy_(b.weight)
             a.bias.copy_(b.bias)
     o1 = build_optimizer(ours, config_section("train", lr=1e-2))

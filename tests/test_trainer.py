@@ -1,5 +1,6 @@
 """The parts of the training loop, each alone: one epoch of steps, evaluation, early stopping, the run directory,
 the data sources; and ``fit`` over them."""
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,19 @@ NO_DECAY = ["train.weight_decay=0.0", "train.norm_weight_decay=0.0", "train.embe
 
 
 def run_config(*overrides: str):
-    return load_config([], ["train.progress=false", "train.device=cpu", "train.precision=fp32", "train.compile=false",
-                            "train.max_steps=0", "train.sparse_embeddings=false", *NO_DECAY, *overrides])
+    return load_config(
+        [],
+        [
+            "train.progress=false",
+            "train.device=cpu",
+            "train.precision=fp32",
+            "train.compile=false",
+            "train.max_steps=0",
+            "train.sparse_embeddings=false",
+            *NO_DECAY,
+            *overrides,
+        ],
+    )
 
 
 class TinyCTR(nn.Module):
@@ -85,8 +97,9 @@ def hand_written(model: nn.Module, epochs: int, lr: float, warmup: int) -> list[
 
 
 def test_epochs_equal_a_hand_written_adam_loop_with_its_schedule_and_loss_log():
-    cfg = run_config("train.lr=0.01", "train.warmup_steps=2", "train.decay=linear", "train.epochs=2",
-                     "train.log_every=4").train
+    cfg = run_config(
+        "train.lr=0.01", "train.warmup_steps=2", "train.decay=linear", "train.epochs=2", "train.log_every=4"
+    ).train
     model, reference = tiny_model(), tiny_model()
     trainer = EpochTrainer(model, cfg, CPU, steps_per_epoch=len(BATCHES))
     records: list[dict] = []
@@ -234,7 +247,8 @@ def test_run_dir_writes_every_file_and_reads_them_back(tmp_path):
     assert json.loads(run.results.read_text()) == {"test": {"auc": 0.75}}
     assert [json.loads(line)["step"] for line in run.metrics.read_text().splitlines()] == [1, 2]
     assert sorted(p.name for p in run.path.iterdir()) == sorted(
-        ["config.yaml", "schema.json", "model.pt", "metrics.jsonl", "results.json"])
+        ["config.yaml", "schema.json", "model.pt", "metrics.jsonl", "results.json"]
+    )
     run.create()  # a new run in the same directory starts a new metrics log
     assert not run.metrics.exists() and run.model.exists()
 
@@ -287,14 +301,20 @@ def prepared(criteo_file, tmp_path_factory):
 
 
 def source_config(prepared, streaming: bool, batch_size: int = 256):
-    return run_config(f"data.streaming={str(streaming).lower()}", "data.shuffle_buffer=500",
-                      f"train.batch_size={batch_size}", "train.eval_batch_size=100", "train.seed=3")
+    return run_config(
+        f"data.streaming={str(streaming).lower()}",
+        "data.shuffle_buffer=500",
+        f"train.batch_size={batch_size}",
+        "train.eval_batch_size=100",
+        "train.seed=3",
+    )
 
 
 def rows(batches) -> list[tuple]:
     """Each row as a hashable tuple of its ids, dense values and label."""
-    return [tuple(b.ids[i].tolist() + b.dense[i].tolist() + [b.label[i].item()])
-            for b in batches for i in range(len(b))]
+    return [
+        tuple(b.ids[i].tolist() + b.dense[i].tolist() + [b.label[i].item()]) for b in batches for i in range(len(b))
+    ]
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -340,8 +360,11 @@ def test_a_train_split_smaller_than_a_batch_is_an_error(prepared):
 
 
 def tiny_source(batch_size: int = 32) -> InMemorySource:
-    splits = {"train": tiny_batch(batch_size=192, seed=10), "valid": tiny_batch(batch_size=96, seed=11),
-              "test": tiny_batch(batch_size=96, seed=12)}
+    splits = {
+        "train": tiny_batch(batch_size=192, seed=10),
+        "valid": tiny_batch(batch_size=96, seed=11),
+        "test": tiny_batch(batch_size=96, seed=12),
+    }
     return InMemorySource(splits, batch_size, eval_batch_size=40, seed=0)
 
 

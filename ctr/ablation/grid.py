@@ -19,6 +19,7 @@ Cells = product(grid) x (stage_norms cells + explicit cells). Each cell is compa
 cell with the ``baseline`` keys applied (so with a ``model.name`` grid each model has its own baseline); a
 baseline that is not already a cell is added. Cells whose resolved configs are identical are run once.
 """
+
 from __future__ import annotations
 
 import copy
@@ -139,7 +140,9 @@ def parse_ablation(raw: dict[str, Any], path: Path | None = None) -> AblationSpe
     where = f"{path}: " if path else ""
     unknown = [k for k in raw if k not in ABLATION_KEYS + RUN_SECTIONS]
     if unknown:
-        raise ConfigError(f"{where}unknown ablation key '{unknown[0]}'; valid: {', '.join(ABLATION_KEYS + RUN_SECTIONS)}")
+        raise ConfigError(
+            f"{where}unknown ablation key '{unknown[0]}'; valid: {', '.join(ABLATION_KEYS + RUN_SECTIONS)}"
+        )
     root = path.parent if path else Path.cwd()
     base = raw.get("base") or []
     base = [base] if isinstance(base, str) else base
@@ -170,8 +173,12 @@ def parse_ablation(raw: dict[str, Any], path: Path | None = None) -> AblationSpe
 
     seeds = raw.get("seeds", [2024])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if (not isinstance(seeds, list) or not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds)
-            or len(set(seeds)) != len(seeds)):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise ConfigError(f"{where}'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
 
     baseline = raw.get("baseline")
@@ -293,8 +300,11 @@ def plan_ablation(spec: AblationSpec, data_path: str | Path | None = None, overr
         cell.stage, cell.norm = _single_norm_difference(cell.config, cells[bid].config)
 
     ordered = list(cells.values())
-    runs = [Run(f"{c.config.model.name}-{c.id}-s{seed}", c, seed, _with_seed(c.config, seed))
-            for c in ordered for seed in spec.seeds]
+    runs = [
+        Run(f"{c.config.model.name}-{c.id}-s{seed}", c, seed, _with_seed(c.config, seed))
+        for c in ordered
+        for seed in spec.seeds
+    ]
     return Plan(spec, ordered, invalid, runs, keys)
 
 
@@ -322,7 +332,7 @@ def _invalid_reason(assignment: dict[str, Any], model_name: str) -> str:
     """Why a cell cannot run (a norm the design sets on a stage its model lacks), or ''."""
     model = get_model(model_name)
     for key, value in assignment.items():
-        stage = key[len("norm."):] if key.startswith("norm.") else ""
+        stage = key[len("norm.") :] if key.startswith("norm.") else ""
         if stage in STAGES and stage not in model.stages and not parse_norm(value, stage).is_none:
             return f"model '{model.name}' has no '{stage}' stage (it has: {', '.join(model.stages)})"
     return ""

@@ -10,6 +10,7 @@ Plots (matplotlib, Agg backend):
   band +- 1 std).
 * ``diagnostics[-<context>].png`` and ``grad_norms[-<context>].png``: the training diagnostics where collected.
 """
+
 from __future__ import annotations
 
 import json
@@ -113,7 +114,7 @@ def _short_label(cell: Any) -> str:
     ctx = cell.context if isinstance(cell.context, str) else ""
     label = cell.cell
     if ctx and label.startswith(ctx + ", "):
-        label = label[len(ctx) + 2:]
+        label = label[len(ctx) + 2 :]
     return label
 
 
@@ -154,8 +155,13 @@ def plot_heatmap(summary: pd.DataFrame, path: Path, alpha: float) -> bool:
     deltas = single["delta_test_auc"].to_numpy(dtype=float)
     vmax = float(np.nanmax(np.abs(deltas))) if np.isfinite(deltas).any() else 1e-3
     vmax = vmax or 1e-3
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(stages) * len(panels) + 1.5, 0.62 * len(norms) + 1.8),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(1.9 * len(stages) * len(panels) + 1.5, 0.62 * len(norms) + 1.8),
+        squeeze=False,
+        layout="constrained",
+    )
     im = None
     for ax, context in zip(axes[0], panels):
         cells = single[single["context"].fillna("") == context]
@@ -244,8 +250,16 @@ def plot_curves(cells: pd.DataFrame, run_dirs: dict[str, list[Path]], path: Path
                 continue
             if k == 1:  # epochs are integers: dodge the cells so their error bars do not overlap
                 x = x + 0.4 * ((i + 0.5) / len(cells) - 0.5)
-            ax.plot(x, m, color=color, lw=1.8 if cell.is_baseline else 1.2, ls="--" if cell.is_baseline else "-",
-                    marker="o" if len(x) < 6 else None, ms=3, label=_short_label(cell) if k == 0 else None)
+            ax.plot(
+                x,
+                m,
+                color=color,
+                lw=1.8 if cell.is_baseline else 1.2,
+                ls="--" if cell.is_baseline else "-",
+                marker="o" if len(x) < 6 else None,
+                ms=3,
+                label=_short_label(cell) if k == 0 else None,
+            )
             if len(x) == 1:  # one epoch: an error bar, not a band
                 ax.errorbar(x, m, yerr=s, color=color, capsize=3, lw=1)
             else:
@@ -299,21 +313,31 @@ def plot_diagnostics(cells: pd.DataFrame, diags: dict[str, list[list[dict]]], pa
     colors = _colors(len(cells))
     for ax, (name, get, log) in zip(axes.flat, present):
         for color, cell in zip(colors, cells.itertuples()):
-            series = [{float(r["step"]): get(r) for r in recs if isinstance(get(r), (int, float))}
-                      for recs in diags.get(cell.cell_id, [])]
+            series = [
+                {float(r["step"]): get(r) for r in recs if isinstance(get(r), (int, float))}
+                for recs in diags.get(cell.cell_id, [])
+            ]
             series = [s for s in series if s]
             if not series:
                 continue
             x, m, s = _mean_band(series)
-            ax.plot(x, m, color=color, lw=1.8 if cell.is_baseline else 1.1, ls="--" if cell.is_baseline else "-",
-                    marker="o", ms=2.5, label=_short_label(cell))
+            ax.plot(
+                x,
+                m,
+                color=color,
+                lw=1.8 if cell.is_baseline else 1.1,
+                ls="--" if cell.is_baseline else "-",
+                marker="o",
+                ms=2.5,
+                label=_short_label(cell),
+            )
             _band(ax, x, m, s, color, log)
         if log and all(v > 0 for line in ax.get_lines() for v in line.get_ydata() if np.isfinite(v)):
             ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(present):]:
+    for ax in list(axes.flat)[len(present) :]:
         ax.axis("off")
     _legend(fig, axes.flat[0])
     fig.suptitle(f"{title}: diagnostics (step 0 = initialisation; mean over seeds, band ± 1 std)", fontsize=10)
@@ -345,10 +369,18 @@ def plot_grad_norms(cells: pd.DataFrame, diags: dict[str, list[list[dict]]], pat
                 continue
             vals = np.full((len(data[cell.cell_id]), len(names)), np.nan)
             for i, v in enumerate(data[cell.cell_id]):
-                vals[i, :min(len(v), len(names))] = v[:len(names)]
+                vals[i, : min(len(v), len(names))] = v[: len(names)]
             vals[vals <= 0] = np.nan  # log scale
-            ax.plot(x, _nanmean(vals), color=color, marker="o", ms=3, lw=1.8 if cell.is_baseline else 1.1,
-                    ls="--" if cell.is_baseline else "-", label=_short_label(cell) if ax is axes[0] else None)
+            ax.plot(
+                x,
+                _nanmean(vals),
+                color=color,
+                marker="o",
+                ms=3,
+                lw=1.8 if cell.is_baseline else 1.1,
+                ls="--" if cell.is_baseline else "-",
+                label=_short_label(cell) if ax is axes[0] else None,
+            )
     for ax, what in zip(axes, ("at initialisation (step 0)", "at the last probe")):
         ax.set_xticks(x, names, rotation=90, fontsize=6)
         ax.set_yscale("log")
@@ -384,14 +416,20 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
     name = spec.path.stem if spec.path else "ablation"
     lines = [f"# Ablation: {name}", ""]
     if spec.path:
-        lines += [f"Config `{spec.path}`; reproduce (finished runs are reused): "
-                  f"`python -m ctr.ablation {spec.path} --out {out}`", ""]
+        lines += [
+            f"Config `{spec.path}`; reproduce (finished runs are reused): "
+            f"`python -m ctr.ablation {spec.path} --out {out}`",
+            "",
+        ]
     n_base = sum(c.is_baseline for c in plan.cells)
-    lines += [f"- cells: {len(plan.cells)} ({n_base} baseline{'s' if n_base != 1 else ''}), "
-              f"seeds: {', '.join(map(str, spec.seeds))}, runs: {len(runs)} "
-              f"({', '.join(f'{v} {k}' for k, v in counts.items())})",
-              f"- design keys: {', '.join(f'`{k}`' for k in plan.keys) or 'none'}; baseline of each cell: the cell with "
-              f"{_baseline_text(spec.baseline)}", ""]
+    lines += [
+        f"- cells: {len(plan.cells)} ({n_base} baseline{'s' if n_base != 1 else ''}), "
+        f"seeds: {', '.join(map(str, spec.seeds))}, runs: {len(runs)} "
+        f"({', '.join(f'{v} {k}' for k, v in counts.items())})",
+        f"- design keys: {', '.join(f'`{k}`' for k in plan.keys) or 'none'}; baseline of each cell: the cell with "
+        f"{_baseline_text(spec.baseline)}",
+        "",
+    ]
     if plan.invalid:
         lines += ["## Dropped cells (invalid for their model)", ""]
         lines += [f"- `{label}`: {reason}" for label, reason in plan.invalid] + [""]
@@ -400,28 +438,52 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
         lines += ["## Failed runs", ""]
         lines += [f"- `{r.run}` ({r.cell}): {r.error}" for r in failed.itertuples()] + [""]
 
-    lines += ["## Summary", "",
-              f"Mean ± std over seeds. Δ is the mean of the paired differences cell − baseline over seeds where both "
-              f"finished; p is a two-sided paired t-test on test AUC (test logloss for Δ logloss), `*` p < {alpha:g}, "
-              f"not corrected for multiple comparisons. With one seed, std and p are n/a.", ""]
-    header = ["cell", "n", "test AUC", "Δ AUC", "p", "test logloss", "Δ logloss", "p (logloss)", "valid AUC",
-              "samples/s", "note"]
+    lines += [
+        "## Summary",
+        "",
+        f"Mean ± std over seeds. Δ is the mean of the paired differences cell − baseline over seeds where both "
+        f"finished; p is a two-sided paired t-test on test AUC (test logloss for Δ logloss), `*` p < {alpha:g}, "
+        f"not corrected for multiple comparisons. With one seed, std and p are n/a.",
+        "",
+    ]
+    header = [
+        "cell",
+        "n",
+        "test AUC",
+        "Δ AUC",
+        "p",
+        "test logloss",
+        "Δ logloss",
+        "p (logloss)",
+        "valid AUC",
+        "samples/s",
+        "note",
+    ]
     rows = []
     for _, cells in _groups(summary, name):
         cells = pd.concat([cells[cells["is_baseline"]], cells[~cells["is_baseline"]]])
         for r in cells.itertuples():
-            rows.append([f"**{r.cell}**" if r.is_baseline else r.cell, str(r.n),
-                         f"{_fmt(r.test_auc_mean)} ± {_fmt(r.test_auc_std)}",
-                         "—" if r.is_baseline else f"{_fmt(r.delta_test_auc, sign=True)} ± {_fmt(r.delta_test_auc_std)}",
-                         "—" if r.is_baseline else _fmt_p(r.p_test_auc, alpha),
-                         f"{_fmt(r.test_logloss_mean)} ± {_fmt(r.test_logloss_std)}",
-                         "—" if r.is_baseline else f"{_fmt(r.delta_test_logloss, sign=True)}",
-                         "—" if r.is_baseline else _fmt_p(r.p_test_logloss, alpha),
-                         _fmt(r.valid_auc_mean),
-                         "n/a" if math.isnan(r.samples_per_sec) else f"{r.samples_per_sec:,.0f}", r.note or ""])
+            rows.append(
+                [
+                    f"**{r.cell}**" if r.is_baseline else r.cell,
+                    str(r.n),
+                    f"{_fmt(r.test_auc_mean)} ± {_fmt(r.test_auc_std)}",
+                    "—" if r.is_baseline else f"{_fmt(r.delta_test_auc, sign=True)} ± {_fmt(r.delta_test_auc_std)}",
+                    "—" if r.is_baseline else _fmt_p(r.p_test_auc, alpha),
+                    f"{_fmt(r.test_logloss_mean)} ± {_fmt(r.test_logloss_std)}",
+                    "—" if r.is_baseline else f"{_fmt(r.delta_test_logloss, sign=True)}",
+                    "—" if r.is_baseline else _fmt_p(r.p_test_logloss, alpha),
+                    _fmt(r.valid_auc_mean),
+                    "n/a" if math.isnan(r.samples_per_sec) else f"{r.samples_per_sec:,.0f}",
+                    r.note or "",
+                ]
+            )
     lines += [_md_table(header, rows), ""]
     for caption, file in images:
         lines += [f"## {caption}", "", f"![{caption}]({file})", ""]
-    lines += ["Files: `runs.csv` (one row per run), `summary.csv` (one row per cell), `runs/<run>/` (config, metrics, "
-              "diagnostics, weights).", ""]
+    lines += [
+        "Files: `runs.csv` (one row per run), `summary.csv` (one row per cell), `runs/<run>/` (config, metrics, "
+        "diagnostics, weights).",
+        "",
+    ]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ Layout of the output directory::
 A run whose ``results.json`` exists is reused, so re-running finishes at once and an interrupted grid resumes;
 a run that raised has an ``error.json`` and is retried next time; it does not stop the grid.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,14 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_ablation(config: str | Path, out: str | Path | None = None, workers: int = 1, data: str | Path | None = None,
-                 dry_run: bool = False, overrides: Sequence[str] = ()) -> Path:
+def run_ablation(
+    config: str | Path,
+    out: str | Path | None = None,
+    workers: int = 1,
+    data: str | Path | None = None,
+    dry_run: bool = False,
+    overrides: Sequence[str] = (),
+) -> Path:
     """Run (or resume) the ablation in ``config`` and write its outputs to ``out``; returns ``out``.
 
     Args:
@@ -68,8 +75,10 @@ def run_ablation(config: str | Path, out: str | Path | None = None, workers: int
     for label, reason in plan.invalid:
         log(f"dropped invalid cell '{label}': {reason}")
     pending = [r for r in plan.runs if not (out / RUNS / r.name / io.RESULTS).is_file()]
-    log(f"{len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {len(plan.runs)} runs: "
-        f"{len(plan.runs) - len(pending)} done, {len(pending)} to run; output {out}")
+    log(
+        f"{len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {len(plan.runs)} runs: "
+        f"{len(plan.runs) - len(pending)} done, {len(pending)} to run; output {out}"
+    )
     if dry_run:
         for cell in plan.cells:
             base = " (baseline)" if cell.is_baseline else ""
@@ -86,7 +95,10 @@ def run_ablation(config: str | Path, out: str | Path | None = None, workers: int
 
     write_report(out, plan, runs, summary)
     failed = int((runs["status"] == "failed").sum())
-    log(f"wrote {out / 'report.md'}, runs.csv, summary.csv" + (f"; {failed} runs failed (see runs.csv)" if failed else ""))
+    log(
+        f"wrote {out / 'report.md'}, runs.csv, summary.csv"
+        + (f"; {failed} runs failed (see runs.csv)" if failed else "")
+    )
     return out
 
 
@@ -114,7 +126,9 @@ def execute(pending: list[Run], out: Path, workers: int) -> None:
         head = f"[{done}/{len(jobs)} {time.perf_counter() - t0:.0f}s] {run.name} ({run.cell.label})"
         if status["status"] == "ok":
             r = status["results"]
-            log(f"{head}: test AUC {r['test']['auc']:.5f}  logloss {r['test']['logloss']:.5f}  {r['train']['seconds']:.1f}s")
+            log(
+                f"{head}: test AUC {r['test']['auc']:.5f}  logloss {r['test']['logloss']:.5f}  {r['train']['seconds']:.1f}s"
+            )
         else:
             log(f"{head}: FAILED: {status['error']}")
 
@@ -122,8 +136,9 @@ def execute(pending: list[Run], out: Path, workers: int) -> None:
         for run, cfg, prep in jobs:
             report(run, execute_run(cfg, out / RUNS / run.name, prep))
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(execute_run, cfg, out / RUNS / run.name, prep): run for run, cfg, prep in jobs}
         try:
             for fut in as_completed(futures):
@@ -190,8 +205,15 @@ def cells_frame(plan: Plan) -> pd.DataFrame:
     """One row per cell: ids, label, baseline, heatmap coordinates and the value of every design key."""
     rows = []
     for c in plan.cells:
-        row = {"cell": c.label, "cell_id": c.id, "baseline_id": c.baseline_id, "is_baseline": c.is_baseline,
-               "context": c.context, "stage": c.stage, "norm": c.norm}
+        row = {
+            "cell": c.label,
+            "cell_id": c.id,
+            "baseline_id": c.baseline_id,
+            "is_baseline": c.is_baseline,
+            "context": c.context,
+            "stage": c.stage,
+            "norm": c.norm,
+        }
         row.update({k: _display(config_value(c.config, k)) for k in plan.keys})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -202,17 +224,28 @@ def collect_runs(plan: Plan, out: Path) -> pd.DataFrame:
     rows = []
     for run in plan.runs:
         d = out / RUNS / run.name
-        row: dict[str, Any] = {"run": run.name, "cell": run.cell.label, "cell_id": run.cell.id,
-                               "baseline_id": run.cell.baseline_id}
+        row: dict[str, Any] = {
+            "run": run.name,
+            "cell": run.cell.label,
+            "cell_id": run.cell.id,
+            "baseline_id": run.cell.baseline_id,
+        }
         row.update({k: _display(config_value(run.config, k)) for k in plan.keys})
         row["seed"] = run.seed
         row.update({c: float("nan") for c in RUN_COLUMNS})
         row["status"], row["error"] = "missing", ""
         if (d / io.RESULTS).is_file():
             r = json.loads((d / io.RESULTS).read_text())
-            row.update(status="ok", valid_auc=r["valid"]["auc"], valid_logloss=r["valid"]["logloss"],
-                       test_auc=r["test"]["auc"], test_logloss=r["test"]["logloss"], epochs=r["train"]["epochs"],
-                       seconds=r["train"]["seconds"], samples_per_sec=r["train"]["samples_per_sec"])
+            row.update(
+                status="ok",
+                valid_auc=r["valid"]["auc"],
+                valid_logloss=r["valid"]["logloss"],
+                test_auc=r["test"]["auc"],
+                test_logloss=r["test"]["logloss"],
+                epochs=r["train"]["epochs"],
+                seconds=r["train"]["seconds"],
+                samples_per_sec=r["train"]["samples_per_sec"],
+            )
         elif (d / ERROR).is_file():
             row.update(status="failed", error=json.loads((d / ERROR).read_text())["error"])
         rows.append(row)

@@ -1,4 +1,5 @@
 """Statistics over seeds: mean, std and a paired t-test of a cell against its baseline (same seeds paired)."""
+
 from __future__ import annotations
 
 import math
@@ -101,7 +102,9 @@ def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> p
         for m in COMPARED:
             test = paired_ttest(paired[m].tolist(), paired[f"{m}_base"].tolist())
             row[f"delta_{m}"] = test.mean  # 0 for a baseline (paired with itself)
-            row[f"delta_{m}_std"], row[f"t_{m}"], row[f"p_{m}"] = (math.nan,) * 3 if is_base else (test.std, test.t, test.p)
+            row[f"delta_{m}_std"], row[f"t_{m}"], row[f"p_{m}"] = (
+                (math.nan,) * 3 if is_base else (test.std, test.t, test.p)
+            )
         row["pairs"] = len(paired)
         p = row["p_test_auc"]
         row["significant"] = bool(not math.isnan(p) and p < alpha)

@@ -3,6 +3,7 @@
 Submodules are imported on first use (``ctr.data.prepare_data`` etc.), so ``python -m ctr.data.generate`` and
 code that only needs the reader do not import torch.
 """
+
 from __future__ import annotations
 
 import importlib

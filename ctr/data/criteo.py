@@ -5,6 +5,7 @@ A raw Criteo file (Kaggle ``train.txt``, Criteo 1TB ``day_N``) has no header; ea
 hashes written as 8 hex characters; values of any other length work as well, see :class:`KeyCodec`). An empty
 cell is a missing value. Files may be gzip-compressed (``.gz``).
 """
+
 from __future__ import annotations
 
 import queue
@@ -63,7 +64,9 @@ class RawBatch:
 
     def take(self, rows: np.ndarray) -> RawBatch:
         """The rows selected by ``rows`` (a bool mask, an index array or a slice), in order."""
-        return RawBatch(self.lines[rows], self.label[rows], self.ints[:, rows], self.int_missing[:, rows], self.cats[:, rows])
+        return RawBatch(
+            self.lines[rows], self.label[rows], self.ints[:, rows], self.int_missing[:, rows], self.cats[:, rows]
+        )
 
 
 @dataclass
@@ -124,7 +127,9 @@ class KeyCodec:
             odd = eight & ((keys >> _TOP_BYTE) < _MIN_TOP)
         else:  # every cell at once: its first 8 bytes, cut to its length, with a short value's length on top
             upto8 = np.minimum(lengths, 8)
-            keys = np.take(_unaligned_u64(data), offsets[:-1])  # take, not []: the faster gather on this view (docs/benchmarks.md)
+            keys = np.take(
+                _unaligned_u64(data), offsets[:-1]
+            )  # take, not []: the faster gather on this view (docs/benchmarks.md)
             keys &= _LOW_BYTES.take(upto8)
             keys |= _SHORT_TOP.take(upto8)
             odd = (lengths > 8) | (eight & ((keys >> _TOP_BYTE) < _MIN_TOP))
@@ -471,7 +476,12 @@ def _check_batch(
         state.next_line = max(state.next_line, new_invalid[-1] + 1)
     problems: list[tuple[int, str | None, str]] = [(ln, None, _column_count_reason(invalid, ln)) for ln in new_invalid]
     if n == 0:
-        empty = _CheckedBatch(lines, pa.table({c: pa.array([], pa.binary()) for c in COLUMNS}), np.zeros(0, np.int8), np.zeros((NUM_INT, 0), bool))
+        empty = _CheckedBatch(
+            lines,
+            pa.table({c: pa.array([], pa.binary()) for c in COLUMNS}),
+            np.zeros(0, np.int8),
+            np.zeros((NUM_INT, 0), bool),
+        )
         _report(path, problems, on_bad_rows, report)
         return empty
     table = table.combine_chunks()
@@ -498,7 +508,9 @@ def _check_batch(
     _report(path, problems, on_bad_rows, report)
     if bad.any():  # skip mode: keep the good rows
         keep = ~bad
-        checked = _CheckedBatch(lines[keep], table.filter(pa.array(keep)).combine_chunks(), checked.label[keep], int_missing[:, keep])
+        checked = _CheckedBatch(
+            lines[keep], table.filter(pa.array(keep)).combine_chunks(), checked.label[keep], int_missing[:, keep]
+        )
     return checked
 
 

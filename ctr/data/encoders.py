@@ -12,6 +12,7 @@ Numeric transforms (``data.numeric_transform``), registered in ``NUMERIC_TRANSFO
         cells are 0 with a missing flag.
     quantile_bucket: ``K`` buckets between the train quantiles, estimated from a bounded uniform sample.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -321,7 +322,9 @@ class QuantileBucketEncoder(ColumnEncoder):
 
     transform_name = "quantile_bucket"
 
-    def __init__(self, name: str, source: str = "numeric", buckets: int = 32, sample_size: int = SAMPLE_SIZE, **_: Any) -> None:
+    def __init__(
+        self, name: str, source: str = "numeric", buckets: int = 32, sample_size: int = SAMPLE_SIZE, **_: Any
+    ) -> None:
         super().__init__(name, source)
         if buckets < 2:
             raise DataError(f"data.quantile_buckets must be >= 2, got {buckets}")
@@ -365,8 +368,6 @@ class QuantileBucketEncoder(ColumnEncoder):
         enc.edges = np.asarray(field.stats["edges"], dtype=np.float64)
         enc.field = field
         return enc
-
-
 
 
 @dataclass
@@ -475,7 +476,9 @@ class CriteoEncoder:
 
     def transform(self, batch: RawBatch) -> EncodedBatch:
         """Encode a batch of rows of any split with the fitted vocabularies and statistics."""
-        return self._transform(batch.label, batch.ints, batch.int_missing, lambda j, enc: enc.transform(batch.cats[j], batch.cats[j] == 0))
+        return self._transform(
+            batch.label, batch.ints, batch.int_missing, lambda j, enc: enc.transform(batch.cats[j], batch.cats[j] == 0)
+        )
 
     def partial_fit_factorized(self, batch: FactorizedBatch, train: np.ndarray | None = None) -> None:
         """:meth:`partial_fit` for a factorized batch: categorical values are counted per distinct value."""

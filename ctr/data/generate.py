@@ -14,6 +14,7 @@ CLI::
 
     python -m ctr.data.generate OUT --rows N --seed S
 """
+
 from __future__ import annotations
 
 import argparse

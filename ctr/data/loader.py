@@ -4,6 +4,7 @@
 sharded across DDP ranks. ``stream_batches`` is for splits larger than memory: Parquet row groups in a seeded
 order through a bounded shuffle buffer.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence

@@ -28,6 +28,7 @@ Output directory::
         <field>            float32 for dense fields, plus <field>__missing (bool)
         label              int8 (0/1)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -176,7 +177,9 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     try:
         tmp.mkdir(parents=True)
     except OSError as e:
-        raise DataError(f"cannot write prepared data under {root} ({e.strerror}); set data.cache_dir to a writable directory") from None
+        raise DataError(
+            f"cannot write prepared data under {root} ({e.strerror}); set data.cache_dir to a writable directory"
+        ) from None
     try:
         schema = write_prepared(tmp, files, cfg, source, options, progress)
         try:
@@ -212,9 +215,17 @@ def write_prepared(
     single = "all" in files
     first = files["all"] if single else files["train"]
     inter = out / ".rows.tmp"
-    with open(inter, "wb") as sink, _bar(progress, f"fit {first.name}") as bar, closing(read_criteo(first, **read)) as raw:
+    with (
+        open(inter, "wb") as sink,
+        _bar(progress, f"fit {first.name}") as bar,
+        closing(read_criteo(first, **read)) as raw,
+    ):
         for raw_batch in raw:
-            split = assign_splits(raw_batch.lines, cfg.split_seed, cfg.split) if single else np.zeros(len(raw_batch), np.int8)
+            split = (
+                assign_splits(raw_batch.lines, cfg.split_seed, cfg.split)
+                if single
+                else np.zeros(len(raw_batch), np.int8)
+            )
             batch = factorize_batch(raw_batch)
             write_rows(sink, batch, split)
             encoder.partial_fit_factorized(batch, split == 0 if single else None)
@@ -229,27 +240,29 @@ def write_prepared(
 
     # pass 2: encode the kept rows into the split files (and, for a directory, the valid and test files)
     wanted = SPLITS if single else ("train",)
-    with _ParquetSplits(out, fields, wanted) as writers, _bar(progress, "encode", sum(rows.values())) as bar, closing(
-        read_rows(inter)
-    ) as kept:
+    with (
+        _ParquetSplits(out, fields, wanted) as writers,
+        _bar(progress, "encode", sum(rows.values())) as bar,
+        closing(read_rows(inter)) as kept,
+    ):
         for batch, split in kept:
             writers.write(encoder.transform_factorized(batch), split)
             bar.update(len(batch))
     inter.unlink()
     for split in SPLITS:
         if split not in wanted:
-            with _ParquetSplits(out, fields, (split,)) as writers, _bar(progress, f"encode {split}") as bar, closing(
-                read_criteo(files[split], **read)
-            ) as batches:
+            with (
+                _ParquetSplits(out, fields, (split,)) as writers,
+                _bar(progress, f"encode {split}") as bar,
+                closing(read_criteo(files[split], **read)) as batches,
+            ):
                 for batch in batches:
                     writers.write(encoder.transform(batch), None)
                     bar.update(len(batch))
     rows = _parquet_rows(out)
     if report.count:
         print(f"ctr.data: {report.summary()}", file=sys.stderr)
-    schema = Schema(
-        fields=fields, config=options, source=source, rows=rows, bad_rows=report.to_dict()
-    )
+    schema = Schema(fields=fields, config=options, source=source, rows=rows, bad_rows=report.to_dict())
     schema.to_json(out / SCHEMA_FILE)
     return schema
 
@@ -318,7 +331,10 @@ def parquet_schema(fields: Sequence[Field]) -> pa.Schema:
     cols = [pa.field(f.name, pa.int32(), nullable=False) for f in fields if f.encoding == "id"]
     for f in fields:
         if f.encoding == "dense":
-            cols += [pa.field(f.name, pa.float32(), nullable=False), pa.field(f"{f.name}__missing", pa.bool_(), nullable=False)]
+            cols += [
+                pa.field(f.name, pa.float32(), nullable=False),
+                pa.field(f"{f.name}__missing", pa.bool_(), nullable=False),
+            ]
     return pa.schema(cols + [pa.field("label", pa.int8(), nullable=False)])
 
 
@@ -344,8 +360,13 @@ class _ParquetSplits:
             # an OSFile sink, not a path: the faster writer (docs/benchmarks.md); nobody reads column statistics
             self._files.append(pa.OSFile(str(self.out / f"{s}.parquet"), "wb"))
             self._writers[s] = pq.ParquetWriter(
-                self._files[-1], self.schema, compression="none", use_dictionary=False, write_statistics=False,
-                write_batch_size=ROW_GROUP_ROWS, data_page_size=1 << 22,
+                self._files[-1],
+                self.schema,
+                compression="none",
+                use_dictionary=False,
+                write_statistics=False,
+                write_batch_size=ROW_GROUP_ROWS,
+                data_page_size=1 << 22,
             )
         return self
 
@@ -357,7 +378,12 @@ class _ParquetSplits:
         for s, name in enumerate(SPLITS):
             if name in self._pending:
                 rows = np.flatnonzero(split == s)
-                self._add(name, EncodedBatch(*(np.take(a, rows, axis=-1) for a in (batch.ids, batch.dense, batch.dense_missing, batch.label))))
+                self._add(
+                    name,
+                    EncodedBatch(
+                        *(np.take(a, rows, axis=-1) for a in (batch.ids, batch.dense, batch.dense_missing, batch.label))
+                    ),
+                )
 
     def _add(self, split: str, batch: EncodedBatch) -> None:
         if len(batch) == 0:
@@ -373,7 +399,9 @@ class _ParquetSplits:
         table = _to_table(parts, self.schema, self.id_names, self.dense_names)
         while len(self._inflight) >= 2:
             self._inflight.pop(0).result()
-        self._inflight.append(self._pool.submit(self._writers[split].write_table, table, row_group_size=max(len(table), 1)))
+        self._inflight.append(
+            self._pool.submit(self._writers[split].write_table, table, row_group_size=max(len(table), 1))
+        )
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         try:
@@ -412,7 +440,9 @@ def _split_rows(parts: list[EncodedBatch], n: int) -> tuple[list[EncodedBatch], 
 
 
 def _slice_encoded(b: EncodedBatch, start: int, stop: int) -> EncodedBatch:
-    return EncodedBatch(b.ids[:, start:stop], b.dense[:, start:stop], b.dense_missing[:, start:stop], b.label[start:stop])
+    return EncodedBatch(
+        b.ids[:, start:stop], b.dense[:, start:stop], b.dense_missing[:, start:stop], b.label[start:stop]
+    )
 
 
 def _to_table(parts: list[EncodedBatch], schema: pa.Schema, id_names: list[str], dense_names: list[str]) -> pa.Table:
@@ -466,7 +496,9 @@ def encode_raw(
     encoder = CriteoEncoder.from_fields(schema.fields)
     report = report if report is not None else BadRowReport()
     parts: list[EncodedBatch] = []
-    with closing(read_criteo(path, block_size=block_size, on_bad_rows=on_bad_rows, report=report, codec=encoder.codec)) as batches:
+    with closing(
+        read_criteo(path, block_size=block_size, on_bad_rows=on_bad_rows, report=report, codec=encoder.codec)
+    ) as batches:
         for batch in batches:
             if split is not None:
                 batch = batch.take(assign_splits(batch.lines, split_seed, split_fracs) == SPLITS.index(split))
@@ -500,4 +532,6 @@ def _log(progress: bool, message: str) -> None:
 def _bar(progress: bool, desc: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="rows", unit_scale=True, disable=not progress, file=sys.stderr, leave=False)
+    return tqdm(
+        total=total, desc=desc, unit="rows", unit_scale=True, disable=not progress, file=sys.stderr, leave=False
+    )

@@ -1,4 +1,5 @@
 """Train/valid/test splits: a seeded per-line hash for one file, or a directory of split files."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ Both variants give the same four things to the training loop: this rank's shuffl
 the batches of a split to evaluate (in file order), the steps per epoch and the training rows. The batch order
 depends only on (``train.seed``, epoch), so a later epoch's batches can be produced without replaying earlier ones.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -30,8 +31,9 @@ class DataSource(ABC):
         rank, world_size: this process's DDP rank and the number of ranks; each rank trains on its own shard.
     """
 
-    def __init__(self, n_train: int, batch_size: int, eval_batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, n_train: int, batch_size: int, eval_batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n_train = n_train
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -61,14 +63,29 @@ class InMemorySource(DataSource):
         others: see :class:`DataSource`.
     """
 
-    def __init__(self, splits: dict[str, Batch], batch_size: int, eval_batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self,
+        splits: dict[str, Batch],
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         super().__init__(len(splits["train"]), batch_size, eval_batch_size, seed, rank, world_size)
         self.splits = splits
 
     def train_batches(self, epoch: int) -> Iterator[Batch]:
-        return iterate_batches(self.splits["train"], self.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
-                               rank=self.rank, world_size=self.world_size, drop_last=True)
+        return iterate_batches(
+            self.splits["train"],
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            drop_last=True,
+        )
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
         return iterate_batches(self.splits[split], self.eval_batch_size, shuffle=False, seed=0, epoch=0)
@@ -85,15 +102,32 @@ class StreamingSource(DataSource):
         others: see :class:`DataSource`.
     """
 
-    def __init__(self, prepared: PreparedData, batch_size: int, eval_batch_size: int, shuffle_buffer: int, seed: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        prepared: PreparedData,
+        batch_size: int,
+        eval_batch_size: int,
+        shuffle_buffer: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         super().__init__(prepared.schema.rows["train"], batch_size, eval_batch_size, seed, rank, world_size)
         self.prepared = prepared
         self.shuffle_buffer = shuffle_buffer
 
     def train_batches(self, epoch: int) -> Iterator[Batch]:
-        return stream_batches(self.prepared, "train", self.batch_size, self.shuffle_buffer, self.seed, epoch,
-                              rank=self.rank, world_size=self.world_size, drop_last=True)
+        return stream_batches(
+            self.prepared,
+            "train",
+            self.batch_size,
+            self.shuffle_buffer,
+            self.seed,
+            epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            drop_last=True,
+        )
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
         return stream_batches(self.prepared, split, self.eval_batch_size, 0, self.seed, 0, shuffle=False)
@@ -107,8 +141,9 @@ def open_data_source(prepared: PreparedData, cfg: RunConfig, ctx: DistContext = 
     """
     tc = cfg.train
     if cfg.data.streaming:
-        source: DataSource = StreamingSource(prepared, tc.batch_size, tc.eval_batch_size, cfg.data.shuffle_buffer,
-                                             tc.seed, ctx.rank, ctx.world_size)
+        source: DataSource = StreamingSource(
+            prepared, tc.batch_size, tc.eval_batch_size, cfg.data.shuffle_buffer, tc.seed, ctx.rank, ctx.world_size
+        )
     else:
         splits = {s: load_split(prepared, s) for s in SPLITS}
         source = InMemorySource(splits, tc.batch_size, tc.eval_batch_size, tc.seed, ctx.rank, ctx.world_size)

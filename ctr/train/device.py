@@ -1,4 +1,5 @@
 """Where a run computes and in which precision: the device, forward-pass autocast, and the global seeds."""
+
 from __future__ import annotations
 
 import contextlib

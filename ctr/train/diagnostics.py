@@ -21,6 +21,7 @@ statistics), and afterwards every parameter, buffer (BN running statistics, ``nu
 mode and the RNG state are restored exactly; gradients are taken with ``torch.autograd.grad``, so ``.grad``
 is untouched. Off (``every = 0``) costs nothing: no hook is installed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,8 +96,12 @@ def probe(model: nn.Module, batch: Batch, cfg: DiagnosticsConfig) -> dict[str, A
         params = [p for p in model.parameters() if p.requires_grad]
         return landscape_probe(lambda: _batch_loss(model, batch), params, cfg.landscape_steps)
 
-    probes = {"activations": (cfg.activations, activation_stats), "numeric_magnitude": (cfg.magnitude, numeric_magnitude),
-              "bn_gap": (cfg.bn_gap and has_batchnorm(model), bn_gap), "landscape": (cfg.landscape, landscape)}
+    probes = {
+        "activations": (cfg.activations, activation_stats),
+        "numeric_magnitude": (cfg.magnitude, numeric_magnitude),
+        "bn_gap": (cfg.bn_gap and has_batchnorm(model), bn_gap),
+        "landscape": (cfg.landscape, landscape),
+    }
     for key, (enabled, run) in probes.items():
         if enabled:
             with probe_mode(model):  # each probe starts from the model's own state (BN running statistics included)
@@ -182,8 +187,9 @@ def _norm(tensors: Sequence[Tensor]) -> float:
     return math.sqrt(sum(float(t.pow(2).sum()) for t in tensors))
 
 
-def landscape_probe(loss_fn: Callable[[], Tensor], params: Sequence[nn.Parameter],
-                    steps: Sequence[float]) -> dict[str, Any]:
+def landscape_probe(
+    loss_fn: Callable[[], Tensor], params: Sequence[nn.Parameter], steps: Sequence[float]
+) -> dict[str, Any]:
     """Loss landscape along the gradient (Santurkar et al. 2018, Fig. 4) on one fixed loss; weights restored.
 
     For ``g = grad L(W)`` and each ``eta`` in ``steps``: ``L(W - eta g)`` and ``grad L(W - eta g)`` are computed by
@@ -224,10 +230,19 @@ def landscape_probe(loss_fn: Callable[[], Tensor], params: Sequence[nn.Parameter
                 p.copy_(s)
     all_losses = [loss0] + losses
     finite = [r for r in ratios if not math.isnan(r)]
-    return {"loss": loss0, "grad_norm": g_norm, "steps": [float(s) for s in steps], "losses": losses,
-            "grad_diffs": diffs, "loss_min": min(all_losses), "loss_max": max(all_losses),
-            "loss_range": max(all_losses) - min(all_losses), "grad_diff_min": min(diffs, default=math.nan),
-            "grad_diff_max": max(diffs, default=math.nan), "beta": max(finite, default=math.nan)}
+    return {
+        "loss": loss0,
+        "grad_norm": g_norm,
+        "steps": [float(s) for s in steps],
+        "losses": losses,
+        "grad_diffs": diffs,
+        "loss_min": min(all_losses),
+        "loss_max": max(all_losses),
+        "loss_range": max(all_losses) - min(all_losses),
+        "grad_diff_min": min(diffs, default=math.nan),
+        "grad_diff_max": max(diffs, default=math.nan),
+        "beta": max(finite, default=math.nan),
+    }
 
 
 def _moments(y: Tensor) -> dict[str, float]:
@@ -264,6 +279,7 @@ def activation_stats(model: nn.Module, batch: Batch) -> dict[str, Any]:
         def hook(module, inputs, output):
             if isinstance(output, Tensor):
                 stats[section][name] = fn(output)
+
         return hook
 
     try:
@@ -274,7 +290,9 @@ def activation_stats(model: nn.Module, batch: Batch) -> dict[str, Any]:
             elif isinstance(m, nn.Linear):
                 handles.append(m.register_forward_hook(keep("pre_activations", name, _moments)))
             elif isinstance(m, nn.ReLU):
-                handles.append(m.register_forward_hook(keep("dead_relu", name, lambda y: float((y == 0).float().mean()))))
+                handles.append(
+                    m.register_forward_hook(keep("dead_relu", name, lambda y: float((y == 0).float().mean())))
+                )
         for name, m in _norm_modules(model):
             handles.append(m.register_forward_hook(keep("norm_outputs", name, _moments)))
         logits = model(batch).detach().float()  # (B,)
@@ -285,10 +303,17 @@ def activation_stats(model: nn.Module, batch: Batch) -> dict[str, Any]:
     stats["dead_relu_mean"] = sum(dead) / len(dead) if dead else math.nan
     prob = torch.sigmoid(logits)
     q = torch.quantile(logits, torch.tensor([0.05, 0.5, 0.95]))
-    stats["logits"] = {"mean": float(logits.mean()), "std": float(logits.std()) if len(logits) > 1 else math.nan,
-                       "min": float(logits.min()), "max": float(logits.max()), "q05": float(q[0]),
-                       "q50": float(q[1]), "q95": float(q[2]), "prob_mean": float(prob.mean()),
-                       "label_mean": float(batch.label.float().mean())}
+    stats["logits"] = {
+        "mean": float(logits.mean()),
+        "std": float(logits.std()) if len(logits) > 1 else math.nan,
+        "min": float(logits.min()),
+        "max": float(logits.max()),
+        "q05": float(q[0]),
+        "q50": float(q[1]),
+        "q95": float(q[2]),
+        "prob_mean": float(prob.mean()),
+        "label_mean": float(batch.label.float().mean()),
+    }
     return stats
 
 
@@ -360,9 +385,12 @@ def bn_gap(model: nn.Module, batch: Batch) -> dict[str, float]:
     train_logits = model(batch).float()
     label = batch.label.float()
     diff = (torch.sigmoid(train_logits) - torch.sigmoid(eval_logits)).abs()
-    return {"prob_abs_diff": float(diff.mean()), "prob_abs_diff_max": float(diff.max()),
-            "logloss_train_mode": float(F.binary_cross_entropy_with_logits(train_logits, label)),
-            "logloss_eval_mode": float(F.binary_cross_entropy_with_logits(eval_logits, label))}
+    return {
+        "prob_abs_diff": float(diff.mean()),
+        "prob_abs_diff_max": float(diff.max()),
+        "logloss_train_mode": float(F.binary_cross_entropy_with_logits(train_logits, label)),
+        "logloss_eval_mode": float(F.binary_cross_entropy_with_logits(eval_logits, label)),
+    }
 
 
 def _finite_or_none(obj: Any) -> Any:

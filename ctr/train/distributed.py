@@ -3,6 +3,7 @@
 Each rank trains on a disjoint shard of every epoch's permutation; gradients are averaged by DDP. Rank 0 prepares
 the data (the others wait, then read the cache), evaluates, and writes the run directory.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Early stopping on validation AUC, keeping a copy of the best weights."""
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,14 @@ class EarlyStopping:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`load_state_dict` needs to continue deciding as if never interrupted."""
-        return {"best_auc": self.best_auc, "best_epoch": self.best_epoch, "best_valid": dict(self.best_valid),
-                "best_state": self.best_state, "bad_epochs": self.bad_epochs, "stop": self.stop}
+        return {
+            "best_auc": self.best_auc,
+            "best_epoch": self.best_epoch,
+            "best_valid": dict(self.best_valid),
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "stop": self.stop,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]

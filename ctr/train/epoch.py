@@ -1,4 +1,5 @@
 """One training epoch at a time: forward, mean BCE-with-logits, backward, hooks, Adam step, LR schedule, loss log."""
+
 from __future__ import annotations
 
 import math
@@ -65,8 +66,15 @@ class EpochTrainer:
         progress: show a tqdm bar per epoch on stderr.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, device: torch.device, steps_per_epoch: int,
-                 hooks: tuple[Hook, ...] = (), progress: bool = False) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        device: torch.device,
+        steps_per_epoch: int,
+        hooks: tuple[Hook, ...] = (),
+        progress: bool = False,
+    ) -> None:
         self.model = model
         self.core = getattr(model, "module", model)  # DDP wraps the model; hooks see the model itself
         self.cfg = cfg
@@ -122,8 +130,14 @@ class EpochTrainer:
         self.model.train()
         t0, samples = time.perf_counter(), 0
         loss_sum, loss_n = torch.zeros((), device=self.device), 0  # summed on the device: no sync per step
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}", disable=not self.progress, leave=False,
-                   unit="step", mininterval=1.0)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch}",
+            disable=not self.progress,
+            leave=False,
+            unit="step",
+            mininterval=1.0,
+        )
         for batch in batches:
             batch = batch.to(self.device, non_blocking=True)
             loss = self.train_step(batch)
@@ -143,8 +157,11 @@ class EpochTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizers' states, the step count (which fixes the LR) and the gradient scaler's state."""
-        return {"step": self.step, "optimizers": [o.state_dict() for o in self.optimizer.optimizers],
-                "scaler": self.scaler.state_dict() if self.scaler else None}
+        return {
+            "step": self.step,
+            "optimizers": [o.state_dict() for o in self.optimizer.optimizers],
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` of a trainer built the same way (same model structure and config)."""

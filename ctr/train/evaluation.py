@@ -1,4 +1,5 @@
 """Scoring a model on a split: eval-mode logits over its batches, then AUC and logloss of the whole split."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -12,8 +13,9 @@ from ctr.types import Batch
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device,
-                   precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+def predict_logits(
+    model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, precision: str = "fp32"
+) -> tuple[np.ndarray, np.ndarray]:
     """Eval-mode logits and labels over all ``batches``, in order.
 
     The model's train/eval mode is restored afterwards.
@@ -45,7 +47,8 @@ def score(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"auc": auc(labels, logits), "logloss": logloss(labels, prob)}
 
 
-def evaluate(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device,
-             precision: str = "fp32") -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, precision: str = "fp32"
+) -> dict[str, float]:
     """``{"auc", "logloss"}`` of ``model`` (in eval mode) over all ``batches`` of a split."""
     return score(*predict_logits(model, batches, device, precision))

@@ -1,11 +1,13 @@
 """Run-directory files, written atomically (temp file + rename) so a failed run never corrupts a previous one."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -1,4 +1,5 @@
 """The training loop: epochs of :class:`EpochTrainer`, validation AUC after each, early stopping, best weights kept."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,8 +36,15 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def fit(model: torch.nn.Module, data: DataSource, cfg: RunConfig, run_dir: RunDir, device: torch.device,
-        hooks: tuple[Hook, ...] = (), ctx: DistContext = SINGLE_PROCESS) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    data: DataSource,
+    cfg: RunConfig,
+    run_dir: RunDir,
+    device: torch.device,
+    hooks: tuple[Hook, ...] = (),
+    ctx: DistContext = SINGLE_PROCESS,
+) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of the epoch with the best valid AUC.
 
     The state that would let a run continue after an interruption is the trainer's (:meth:`EpochTrainer.state_dict`),
@@ -61,9 +69,15 @@ def fit(model: torch.nn.Module, data: DataSource, cfg: RunConfig, run_dir: RunDi
         samples += stats.samples
         if ctx.is_main:
             valid = evaluate(core, data.eval_batches("valid"), device, tc.precision)
-            record = {"epoch": epoch, "step": stats.step, "train_loss": stats.train_loss,
-                      "valid_auc": valid["auc"], "valid_logloss": valid["logloss"],
-                      "samples_per_sec": stats.samples_per_sec, "seconds": stats.seconds}
+            record = {
+                "epoch": epoch,
+                "step": stats.step,
+                "train_loss": stats.train_loss,
+                "valid_auc": valid["auc"],
+                "valid_logloss": valid["logloss"],
+                "samples_per_sec": stats.samples_per_sec,
+                "seconds": stats.seconds,
+            }
             history.append(record)
             run_dir.log_metrics(record)
             if stopping.update(epoch, valid, core):
@@ -71,5 +85,11 @@ def fit(model: torch.nn.Module, data: DataSource, cfg: RunConfig, run_dir: RunDi
         if broadcast_flag(ctx, stopping.stop) or trainer.done:  # other ranks follow rank 0's decision
             break
     stopping.restore_best(core)
-    return FitResult(stopping.best_epoch, stopping.best_valid, len(history) or tc.epochs, seconds,
-                     samples / max(seconds, 1e-9), history)
+    return FitResult(
+        stopping.best_epoch,
+        stopping.best_valid,
+        len(history) or tc.epochs,
+        seconds,
+        samples / max(seconds, 1e-9),
+        history,
+    )

@@ -1,4 +1,5 @@
 """Optimizer parameter groups by tensor role, and the learning-rate schedule."""
+
 from __future__ import annotations
 
 import math
@@ -76,7 +77,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     (lazy Adam: only the rows in the batch, moments included, are updated: O(B F D) per step instead of
     O(vocab D)); it has no weight decay.
     """
-    decay = {"embedding": cfg.embedding_weight_decay, "norm": cfg.norm_weight_decay, "weight": cfg.weight_decay, "bias": 0.0}
+    decay = {
+        "embedding": cfg.embedding_weight_decay,
+        "norm": cfg.norm_weight_decay,
+        "weight": cfg.weight_decay,
+        "bias": 0.0,
+    }
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
     groups, sparse_params = [], []
     for role, ps in param_roles(model).items():
@@ -90,7 +96,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     optimizers = [torch.optim.Adam(groups, lr=cfg.lr, fused=fused)] if groups else []
     if sparse_params:
         if cfg.embedding_weight_decay:
-            raise ConfigError("train.embedding_weight_decay needs dense embeddings: SparseAdam (train.sparse_embeddings) has no weight decay")
+            raise ConfigError(
+                "train.embedding_weight_decay needs dense embeddings: SparseAdam (train.sparse_embeddings) has no weight decay"
+            )
         optimizers.append(torch.optim.SparseAdam(sparse_params, lr=cfg.lr))
         optimizers[-1].param_groups[0]["role"] = "sparse_embedding"
     return Optimizers(optimizers)

@@ -1,4 +1,5 @@
 """A whole training run: prepare the data, build the model, fit, test, and write the run directory."""
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,9 @@ def log(msg: str) -> None:
 SPARSE_HINT_ROWS = 1_000_000  # embedding rows above which sparse embeddings pay (docs/benchmarks.md, Sparse embeddings)
 
 
-def train_run(cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (),
-              prepared: PreparedData | None = None) -> dict[str, Any]:
+def train_run(
+    cfg: RunConfig, out_dir: str | Path, hooks: tuple[Hook, ...] = (), prepared: PreparedData | None = None
+) -> dict[str, Any]:
     """Train and test one configuration; returns what is written to ``results.json`` (``{}`` on DDP ranks != 0).
 
     The run directory (see :class:`RunDir`) gets ``config.yaml`` (resolved), ``schema.json``, ``metrics.jsonl``,
@@ -100,14 +102,24 @@ def log_model(model: torch.nn.Module, cfg: RunConfig, prepared: PreparedData, ct
     log(f"model {cfg.model.name}: {n_params:,} parameters on {ctx.device}; data {prepared.dir}")
     rows = prepared.schema.id_rows
     if rows >= SPARSE_HINT_ROWS and not cfg.train.sparse_embeddings and not ctx.enabled:
-        log(f"hint: {rows:,} embedding rows; dense Adam updates all of them every step, "
-            "train.sparse_embeddings=true updates only a batch's rows (docs/benchmarks.md: 1.42x faster at 2.44M rows)")
+        log(
+            f"hint: {rows:,} embedding rows; dense Adam updates all of them every step, "
+            "train.sparse_embeddings=true updates only a batch's rows (docs/benchmarks.md: 1.42x faster at 2.44M rows)"
+        )
 
 
 def summarize(result: FitResult, test: dict[str, float], model: torch.nn.Module, ctx: DistContext) -> dict[str, Any]:
     """The contents of ``results.json``: best valid metrics, test metrics of the best weights, training figures."""
-    return {"valid": result.best_valid, "test": test,
-            "train": {"samples_per_sec": result.samples_per_sec * ctx.world_size, "seconds": result.seconds,
-                      "epochs": result.epochs, "best_epoch": result.best_epoch,
-                      "parameters": sum(p.numel() for p in model.parameters()), "device": str(ctx.device),
-                      "world_size": ctx.world_size}}
+    return {
+        "valid": result.best_valid,
+        "test": test,
+        "train": {
+            "samples_per_sec": result.samples_per_sec * ctx.world_size,
+            "seconds": result.seconds,
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(ctx.device),
+            "world_size": ctx.world_size,
+        },
+    }

@@ -7,6 +7,7 @@ file over a previous one. ``metrics.jsonl`` is an append-only log, emptied when 
 
 :class:`NoRunDir` has the same interface and writes nothing: the run directory of a non-zero DDP rank.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """A finished run read back from its directory alone: the trained model, and its scores on new or held-out data."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,8 +66,9 @@ def load_eval_data(cfg: RunConfig, schema: Schema, data: str | Path | None) -> B
     if path.is_dir() and (path / io.SCHEMA).is_file():
         other = Schema.from_json(path / io.SCHEMA)
         if [f.__dict__ for f in other.fields] != [f.__dict__ for f in schema.fields]:
-            raise CTRError(f"{path}: prepared with a different schema than the run "
-                           "(fields, vocabularies or statistics differ)")
+            raise CTRError(
+                f"{path}: prepared with a different schema than the run (fields, vocabularies or statistics differ)"
+            )
         return load_split(PreparedData.open(path), "test")
     if not path.exists():
         raise CTRError(f"{path}: no such file or directory")
