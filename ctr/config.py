@@ -51,7 +51,15 @@ STAGES = ("numeric", "categorical", "mlp", "cin", "cross", "attention")
 
 @dataclass
 class DataConfig:
+    dataset: str | None
     path: str | None
+    format: str
+    delimiter: str
+    header: bool
+    column_names: list[str] | None
+    label: Any
+    columns: dict[str, Any]
+    extra_columns: str
     cache_dir: str | None
     min_count: int
     numeric_transform: str
@@ -116,6 +124,8 @@ class DiagnosticsConfig:
     landscape_steps: list[float]
     magnitude: bool
     bn_gap: bool
+    init_batches: int
+    ics: bool
 
 
 @dataclass
@@ -224,8 +234,13 @@ def _check_choices(cfg: RunConfig) -> None:
     data = cfg.data
     _check_one_of(
         {
-            "data.numeric_transform": (data.numeric_transform, ("log2_bucket", "log_standard", "quantile_bucket")),
+            "data.numeric_transform": (
+                data.numeric_transform,
+                ("log2_bucket", "log_standard", "quantile_bucket", "minmax", "none"),
+            ),
             "data.on_bad_rows": (data.on_bad_rows, ("error", "skip")),
+            "data.format": (data.format, ("criteo", "csv", "parquet")),
+            "data.extra_columns": (data.extra_columns, ("error", "ignore")),
             "train.decay": (cfg.train.decay, ("none", "linear", "cosine")),
             "train.precision": (cfg.train.precision, ("fp32", "bf16", "fp16")),
         }
@@ -314,12 +329,20 @@ def model_names() -> list[str]:
     return sorted(f.name[: -len(".yaml")] for f in (shipped_configs() / "models").iterdir() if f.name.endswith(".yaml"))
 
 
+def dataset_names() -> list[str]:
+    """Dataset presets: ``configs/datasets/<name>.yaml``."""
+    return sorted(
+        f.name[: -len(".yaml")] for f in (shipped_configs() / "datasets").iterdir() if f.name.endswith(".yaml")
+    )
+
+
 def load_config(
     paths: Sequence[str | Path] = (), overrides: Sequence[str] = (), extra_layers: Sequence[dict[str, Any]] = ()
 ) -> RunConfig:
     """Resolve a run config; the only place config layers are merged. Later layers win:
 
-    1. ``configs/base.yaml`` (every data/train/diagnostics default, every stage norm ``none``);
+    1. ``configs/base.yaml`` (every data/train/diagnostics default, every stage norm ``none``), then the dataset
+       preset ``configs/datasets/<data.dataset>.yaml`` when ``data.dataset`` is set;
     2. ``configs/models/<model.name>.yaml``, the model's defaults, chosen after the other layers are merged so
        ``--set model.name=dcn`` picks up DCN's defaults (explicit keys still win over it);
     3. ``paths``, in order; 4. ``overrides`` (``KEY=VALUE``); 5. ``extra_layers`` (nested mappings; the ablation
@@ -335,6 +358,12 @@ def load_config(
     for layer in extra_layers:
         user = merge(user, layer)
     raw = read_yaml(shipped_configs() / "base.yaml")
+    data = user.get("data", {})
+    dataset = (data if isinstance(data, dict) else {}).get("dataset")
+    if dataset is not None:
+        if dataset not in dataset_names():
+            raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(dataset_names())}")
+        raw = merge(raw, read_yaml(shipped_configs() / "datasets" / f"{dataset}.yaml"))
     model = user.get("model", {})
     name = (model if isinstance(model, dict) else {}).get("name", raw["model"]["name"])
     if name not in model_names():

@@ -295,7 +295,7 @@ def test_interrupted_prepare_leaves_no_final_directory(
     criteo_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    original = encoders.CriteoEncoder.transform_factorized
+    original = encoders.TableEncoder.transform_factorized
 
     def boom(self, batch):
         calls.append(1)
@@ -303,7 +303,7 @@ def test_interrupted_prepare_leaves_no_final_directory(
             raise KeyboardInterrupt  # e.g. Ctrl-C during pass 2
         return original(self, batch)
 
-    monkeypatch.setattr(encoders.CriteoEncoder, "transform_factorized", boom)
+    monkeypatch.setattr(encoders.TableEncoder, "transform_factorized", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare_data(config(criteo_file, tmp_path), progress=False)
     assert list(tmp_path.iterdir()) == []  # neither a final nor a temporary directory

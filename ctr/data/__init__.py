@@ -13,7 +13,7 @@ _EXPORTS = {
     "BadRowReport": "criteo",
     "RawBatch": "criteo",
     "read_criteo": "criteo",
-    "CriteoEncoder": "encoders",
+    "TableEncoder": "encoders",
     "default_data_path": "generate",
     "generate_criteo": "generate",
     "iterate_batches": "loader",

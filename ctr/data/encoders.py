@@ -3,7 +3,7 @@
 Every id field uses the same id layout: ``OOV_ID`` (0) for values unseen in train or seen fewer than ``min_count``
 times, ``MISSING_ID`` (1) for an empty cell, then ``FIRST_ID`` (2) onwards for the vocabulary in order of decreasing
 train frequency (ties by key: the number, or for categorical values their KeyCodec key). Fitted statistics live in
-``Field.stats`` (JSON-able), so :meth:`CriteoEncoder.from_fields` rebuilds the exact transform from a saved schema.
+``Field.stats`` (JSON-able), so :meth:`TableEncoder.from_fields` rebuilds the exact transform from a saved schema.
 
 Numeric transforms (``data.numeric_transform``), registered in ``NUMERIC_TRANSFORMS``:
     log2_bucket: ``floor(ln(x) ** 2)`` for ``x > 2``, else ``x`` itself (0, 1, 2 and negatives such as -1),
@@ -11,10 +11,16 @@ Numeric transforms (``data.numeric_transform``), registered in ``NUMERIC_TRANSFO
     log_standard: ``log1p(max(x, 0))`` standardised with the train mean and std; a dense field whose missing
         cells are 0 with a missing flag.
     quantile_bucket: ``K`` buckets between the train quantiles, estimated from a bounded uniform sample.
+    minmax: ``(x - min) / (max - min)`` with the train extremes; a dense field.
+    none: the value itself; a dense field.
+
+Categorical fields use a vocabulary (``vocab``) or, for huge vocabularies, a hash into a fixed number of ids
+(``hash``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -220,6 +226,13 @@ def log2_bucket(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, x, out)
 
 
+def _as_int64(values: np.ndarray) -> np.ndarray:
+    """Integer values as they are; float values (declared tables) floored, as the bucket formula expects integers."""
+    if values.dtype.kind == "f":
+        return np.floor(np.clip(values, -(2.0**62), 2.0**62)).astype(np.int64)
+    return values
+
+
 @NUMERIC_TRANSFORMS.register("log2_bucket")
 class Log2BucketEncoder(VocabEncoder):
     """:func:`log2_bucket` then a vocabulary over the bucket values (``min_count`` applies)."""
@@ -230,7 +243,7 @@ class Log2BucketEncoder(VocabEncoder):
         super().__init__(name, source, min_count)
 
     def _values(self, values: np.ndarray) -> np.ndarray:
-        return log2_bucket(values)
+        return log2_bucket(_as_int64(values))
 
     def finish(self) -> Field:
         field = super().finish()
@@ -248,6 +261,7 @@ class Log2BucketEncoder(VocabEncoder):
 
     def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
         self._check_fitted()
+        values = _as_int64(values)
         last = len(self._direct) - 1
         pos = np.minimum((values - self._lo).view(np.uint64), last).view(np.int64)  # below lo wraps: -> last
         ids = self._direct.take(pos)
@@ -370,6 +384,117 @@ class QuantileBucketEncoder(ColumnEncoder):
         return enc
 
 
+@NUMERIC_TRANSFORMS.register("minmax")
+class MinMaxEncoder(ColumnEncoder):
+    """``(x - min) / (max - min)`` with the train minimum and maximum (values outside them fall outside [0, 1]);
+    missing -> 0 plus a flag."""
+
+    transform_name = "minmax"
+    encoding = "dense"
+
+    def __init__(self, name: str, source: str = "numeric", **_: Any) -> None:
+        super().__init__(name, source)
+        self.lo, self.hi = np.inf, -np.inf
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        v = values[~missing]
+        if v.size:
+            self.lo, self.hi = min(self.lo, float(v.min())), max(self.hi, float(v.max()))
+
+    def finish(self) -> Field:
+        if not np.isfinite(self.lo):
+            self.lo, self.hi = 0.0, 1.0
+        stats = {"min": self.lo, "max": self.hi}
+        self.field = Field(self.name, self.source, "dense", self.transform_name, 0, stats)
+        return self.field
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        span = self.hi - self.lo if self.hi > self.lo else 1.0
+        v = (values.astype(np.float64) - self.lo) / span
+        v[missing] = 0.0
+        return v.astype(np.float32)
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> MinMaxEncoder:
+        enc = cls(field.name, field.source)
+        enc.lo, enc.hi = float(field.stats["min"]), float(field.stats["max"])
+        enc.field = field
+        return enc
+
+
+@NUMERIC_TRANSFORMS.register("none")
+class IdentityEncoder(ColumnEncoder):
+    """The value as it is (float32); missing -> 0 plus a flag."""
+
+    transform_name = "none"
+    encoding = "dense"
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        pass
+
+    def finish(self) -> Field:
+        self.field = Field(self.name, self.source, "dense", self.transform_name, 0, {})
+        return self.field
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        return np.where(missing, 0.0, values).astype(np.float32)
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> IdentityEncoder:
+        enc = cls(field.name, field.source)
+        enc.field = field
+        return enc
+
+
+class HashEncoder(ColumnEncoder):
+    """Categorical values hashed into ``buckets`` ids (no vocabulary, no fit: for huge vocabularies).
+
+    The hash is of the value's text (stable across files and runs): a 64-bit mix of the key for values the codec
+    keys by content (up to 8 bytes), a BLAKE2b digest of the text for longer values. Missing values get their own
+    id; there is no out-of-vocabulary id.
+    """
+
+    transform_name = "hash"
+
+    def __init__(self, name: str, source: str, buckets: int, codec: KeyCodec) -> None:
+        super().__init__(name, source)
+        if buckets < 1:
+            raise DataError(f"field {name}: hash buckets must be >= 1, got {buckets}")
+        self.buckets, self.codec = buckets, codec
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        pass
+
+    def partial_fit_counts(self, values: np.ndarray, counts: np.ndarray) -> None:
+        pass
+
+    def finish(self) -> Field:
+        self.field = Field(
+            self.name, self.source, "id", self.transform_name, FIRST_ID + self.buckets, {"buckets": self.buckets}
+        )
+        return self.field
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        distinct, inverse = np.unique(values, return_inverse=True)
+        hashes = splitmix64(distinct.view(np.uint64))
+        by_table = (distinct.view(np.uint64) >> np.uint64(56)) == 0  # codec table keys: hash the text instead
+        for i in np.flatnonzero(by_table & (distinct != 0)):
+            raw = self.codec.text_of(int(distinct[i])).encode("utf-8", "surrogateescape")
+            hashes[i] = np.uint64(int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little"))
+        ids = (FIRST_ID + hashes % np.uint64(self.buckets)).astype(np.int32)[inverse.reshape(-1)]
+        ids[missing] = MISSING_ID
+        return ids
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> HashEncoder:
+        enc = cls(field.name, field.source, int(field.stats["buckets"]), codec)
+        enc.field = field
+        return enc
+
+
 @dataclass
 class FactorizedBatch:
     """Parsed rows with each categorical column factorized within the batch (what prepare keeps between passes).
@@ -424,33 +549,56 @@ class EncodedBatch:
         return len(self.label)
 
 
-class CriteoEncoder:
-    """All 39 Criteo columns in model order (``I1 .. I13`` then ``C1 .. C26``), fitted on train batches only.
+class TableEncoder:
+    """Every field of a table in model order (numeric columns, then categorical ones), fitted on train batches only.
 
     Example:
-        >>> enc = CriteoEncoder(min_count=10, numeric_transform="log2_bucket")
+        >>> enc = TableEncoder.criteo(min_count=10, numeric_transform="log2_bucket")
         >>> for batch in train_batches:
         ...     enc.partial_fit(batch)
         >>> fields = enc.finish()
         >>> encoded = enc.transform(test_batch)
     """
 
-    def __init__(
-        self,
+    def __init__(self, numeric: list[ColumnEncoder], categorical: list[ColumnEncoder], codec: KeyCodec) -> None:
+        self.codec = codec
+        self.numeric, self.categorical = numeric, categorical
+        self.fields: list[Field] = []
+
+    @classmethod
+    def criteo(
+        cls,
         min_count: int = 10,
         numeric_transform: str = "log2_bucket",
         quantile_buckets: int = 32,
         codec: KeyCodec | None = None,
-    ) -> None:
-        self.codec = codec or KeyCodec()
+    ) -> TableEncoder:
+        """The 39 Criteo columns: ``I1 .. I13`` with one numeric transform, ``C1 .. C26`` with vocabularies."""
+        codec = codec or KeyCodec()
         numeric = NUMERIC_TRANSFORMS.get(numeric_transform)
-        self.numeric: list[ColumnEncoder] = [
-            numeric(name, "numeric", min_count=min_count, buckets=quantile_buckets) for name in INT_COLUMNS
+        return cls(
+            [numeric(name, "numeric", min_count=min_count, buckets=quantile_buckets) for name in INT_COLUMNS],
+            [VocabEncoder(name, "categorical", min_count, codec) for name in CAT_COLUMNS],
+            codec,
+        )
+
+    @classmethod
+    def for_table(cls, spec: Any, codec: KeyCodec | None = None) -> TableEncoder:
+        """The fields of a declared table (a :class:`ctr.data.table.TableSpec`)."""
+        codec = codec or KeyCodec()
+        numeric = [
+            NUMERIC_TRANSFORMS.get(c.transform)(c.name, "numeric", min_count=c.min_count, buckets=c.buckets)
+            for c in spec.numeric
         ]
-        self.categorical: list[ColumnEncoder] = [
-            VocabEncoder(name, "categorical", min_count, self.codec) for name in CAT_COLUMNS
-        ]
-        self.fields: list[Field] = []
+        categorical: list[ColumnEncoder] = []
+        for c in spec.categorical:
+            names = [f"{c.name}_{p}" for p in c.derive] if c.kind == "datetime" else [c.name]
+            for name in names:
+                if c.buckets:
+                    categorical.append(HashEncoder(name, "categorical", c.buckets, codec))
+                else:
+                    categorical.append(VocabEncoder(name, "categorical", c.min_count, codec))
+        return cls(numeric, categorical, codec)
 
     @property
     def encoders(self) -> list[ColumnEncoder]:
@@ -506,7 +654,7 @@ class CriteoEncoder:
 
     def _transform(self, label: np.ndarray, ints: np.ndarray, int_missing: np.ndarray, cat_ids: Any) -> EncodedBatch:
         if not self.fields:
-            raise RuntimeError("CriteoEncoder is not fitted: call finish() or build it with from_fields()")
+            raise RuntimeError("TableEncoder is not fitted: call finish() or build it with from_fields()")
         n = len(label)
         id_encs = [e for e in self.encoders if e.encoding == "id"]
         dense_encs = [e for e in self.encoders if e.encoding == "dense"]
@@ -528,19 +676,22 @@ class CriteoEncoder:
         return EncodedBatch(ids, dense, dense_missing, label)
 
     @classmethod
-    def from_fields(cls, fields: list[Field], codec: KeyCodec | None = None) -> CriteoEncoder:
-        """The fitted encoder of a saved schema's fields (which must be the 39 Criteo columns in order)."""
-        names = [f.name for f in fields]
-        if names != [*INT_COLUMNS, *CAT_COLUMNS]:
-            raise DataError(f"schema fields {names[:3]}...{names[-2:]} are not the 39 Criteo columns I1..I13, C1..C26")
-        enc = cls.__new__(cls)
-        enc.codec = codec or KeyCodec()
+    def from_fields(cls, fields: list[Field], codec: KeyCodec | None = None) -> TableEncoder:
+        """The fitted encoder of a saved schema's fields (numeric fields first, then categorical ones)."""
+        codec = codec or KeyCodec()
+        kinds = {
+            "vocab": VocabEncoder,
+            "hash": HashEncoder,
+            **{n: NUMERIC_TRANSFORMS.get(n) for n in NUMERIC_TRANSFORMS.names()},
+        }
         built = []
-        kinds = {"vocab": VocabEncoder, **{n: NUMERIC_TRANSFORMS.get(n) for n in NUMERIC_TRANSFORMS.names()}}
         for f in fields:
             if f.transform not in kinds:
                 raise DataError(f"field {f.name}: unknown transform {f.transform!r}; valid: {', '.join(kinds)}")
-            built.append(kinds[f.transform].from_field(f, enc.codec))
-        enc.numeric, enc.categorical = built[: len(INT_COLUMNS)], built[len(INT_COLUMNS) :]
+            built.append(kinds[f.transform].from_field(f, codec))
+        k = sum(f.source == "numeric" for f in fields)
+        if any(f.source != "numeric" for f in fields[:k]):
+            raise DataError("schema fields must list numeric fields before categorical ones")
+        enc = cls(built[:k], built[k:], codec)
         enc.fields = list(fields)
         return enc

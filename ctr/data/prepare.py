@@ -1,10 +1,12 @@
-"""Raw Criteo text -> cached, encoded Parquet splits plus ``schema.json``.
+"""Raw click logs (Criteo text, or a declared CSV/TSV/Parquet table) -> cached, encoded Parquet splits plus
+``schema.json``.
 
-Command line: ``python -m ctr.data.prepare [--config FILE ...] [--data PATH] [--set data.KEY=VALUE ...]``.
+Command line: ``python prepare.py [--config FILE ...] [--data PATH] [--set KEY=VALUE ...]``.
 
 ``prepare_data(cfg)`` makes two streaming passes with bounded memory:
 
-1. **fit**: parse the raw file once (:func:`ctr.data.criteo.read_criteo`), assign each row to a split, factorize
+1. **fit**: parse the raw file once (:func:`ctr.data.criteo.read_criteo` or :func:`ctr.data.table.read_table`),
+   assign each row to a split, factorize
    each categorical column per batch, fit the encoders on train rows (counting each distinct value once per
    batch), and append the parsed, factorized rows to a compact temporary file, so pass 2 parses no text;
 2. **encode**: stream the temporary file through the fitted encoders (one vocabulary lookup per distinct value
@@ -49,9 +51,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctr.config import DataConfig
-from ctr.data.criteo import NUM_CAT, NUM_INT, BadRowReport, KeyCodec, prefetch, read_criteo
-from ctr.data.encoders import CriteoEncoder, EncodedBatch, FactorizedBatch, factorize_batch
+from ctr.data.criteo import CAT_COLUMNS, INT_COLUMNS, BadRowReport, KeyCodec, RawBatch, prefetch, read_criteo
+from ctr.data.encoders import EncodedBatch, FactorizedBatch, TableEncoder, factorize_batch
 from ctr.data.split import SPLITS, assign_splits, find_split_files
+from ctr.data.table import TableSpec, parse_table_spec, read_table
 from ctr.errors import DataError
 from ctr.types import Field, Schema
 
@@ -111,12 +114,33 @@ def preparation_options(cfg: DataConfig, directory: bool) -> dict[str, Any]:
         "numeric_transform": cfg.numeric_transform,
         "on_bad_rows": cfg.on_bad_rows,
     }
+    table = table_spec(cfg)
+    if table is not None:  # Criteo's layout is fixed; a declared table's declaration is part of the output
+        opts["table"] = table.to_dict()
     if cfg.numeric_transform == "quantile_bucket":
         opts["quantile_buckets"] = cfg.quantile_buckets
     if not directory:
         opts["split_seed"] = cfg.split_seed
         opts["split"] = [float(s) for s in cfg.split]
     return opts
+
+
+def table_spec(cfg: DataConfig | dict[str, Any]) -> TableSpec | None:
+    """The declared table of a data config (or of a saved schema's options); None for the Criteo format."""
+    if isinstance(cfg, dict):
+        if "table" not in cfg:
+            return None
+        return parse_table_spec(cfg["table"], min_count=0, numeric_transform="none", quantile_buckets=2)
+    if cfg.format == "criteo":
+        return None
+    return parse_table_spec(
+        cfg, min_count=cfg.min_count, numeric_transform=cfg.numeric_transform, quantile_buckets=cfg.quantile_buckets
+    )
+
+
+def read_rows_of(path: Path, table: TableSpec | None, **read: Any) -> Iterator[RawBatch]:
+    """The good rows of a raw file: Criteo's reader, or the declared table's."""
+    return read_criteo(path, **read) if table is None else read_table(path, table, **read)
 
 
 def resolve_source(cfg: DataConfig) -> tuple[Path, dict[str, Path]]:
@@ -206,7 +230,11 @@ def write_prepared(
 ) -> Schema:
     """The two passes: fit on train (keeping parsed rows in a temporary file), then encode every split to Parquet."""
     codec = KeyCodec()
-    encoder = CriteoEncoder(cfg.min_count, cfg.numeric_transform, cfg.quantile_buckets, codec)
+    table = table_spec(cfg)
+    if table is None:
+        encoder = TableEncoder.criteo(cfg.min_count, cfg.numeric_transform, cfg.quantile_buckets, codec)
+    else:
+        encoder = TableEncoder.for_table(table, codec)
     report = BadRowReport()
     rows = {s: 0 for s in SPLITS}
     read = dict(block_size=cfg.block_size, on_bad_rows=cfg.on_bad_rows, report=report, codec=codec)
@@ -218,7 +246,7 @@ def write_prepared(
     with (
         open(inter, "wb") as sink,
         _bar(progress, f"fit {first.name}") as bar,
-        closing(read_criteo(first, **read)) as raw,
+        closing(read_rows_of(first, table, **read)) as raw,
     ):
         for raw_batch in raw:
             split = (
@@ -254,7 +282,7 @@ def write_prepared(
             with (
                 _ParquetSplits(out, fields, (split,)) as writers,
                 _bar(progress, f"encode {split}") as bar,
-                closing(read_criteo(files[split], **read)) as batches,
+                closing(read_rows_of(files[split], table, **read)) as batches,
             ):
                 for batch in batches:
                     writers.write(encoder.transform(batch), None)
@@ -281,18 +309,20 @@ def _narrowest(size: int) -> type:
 def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
     """Append parsed rows to pass 1's temporary file, as raw little-endian arrays (a private format, kept small).
 
-    Each batch is a header (int64: n, bytes per integer value, then the NUM_CAT uniques' lengths), then split
-    (n int8), label (n int8), ints (NUM_INT x n, int32 when they fit, else int64), int_missing (NUM_INT rows
-    of n bits), per categorical column its codes (n values of the narrowest unsigned type) and its uniques.
+    Each batch is a header (int64: n, bytes per numeric value, numeric rows Fi, categorical columns Fc, then the
+    Fc uniques' lengths), then split (n int8), label (n int8), ints (Fi x n: int32 when they are integers that
+    fit, else int64 or float64), int_missing (Fi rows of n bits), per categorical column its codes (n values of
+    the narrowest unsigned type) and its uniques.
     """
     n = len(batch)
     if n == 0:
         return
     ints = batch.ints
-    if ints.size and _INT32.min <= ints.min() and ints.max() <= _INT32.max:
+    if ints.dtype.kind == "i" and ints.size and _INT32.min <= ints.min() and ints.max() <= _INT32.max:
         ints = ints.astype(np.int32)
+    width = -8 if ints.dtype.kind == "f" else ints.itemsize  # negative: float64
     sizes = [len(u) for u in batch.uniques]
-    sink.write(np.array([n, ints.itemsize, *sizes], dtype=np.int64).tobytes())
+    sink.write(np.array([n, width, len(ints), len(sizes), *sizes], dtype=np.int64).tobytes())
     sink.write(np.ascontiguousarray(split).data)
     sink.write(np.ascontiguousarray(batch.label).data)
     sink.write(np.ascontiguousarray(ints).data)
@@ -307,18 +337,21 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 
     def batches() -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
         with open(path, "rb") as f:
-            while head := f.read(8 * (2 + NUM_CAT)):
-                n, width, *sizes = np.frombuffer(head, np.int64).tolist()
+            while head := f.read(8 * 4):
+                n, width, n_int, n_cat = np.frombuffer(head, np.int64).tolist()
+                sizes = np.fromfile(f, np.int64, n_cat).tolist()
                 split = np.fromfile(f, np.int8, n)
                 label = np.fromfile(f, np.int8, n)
-                ints = np.fromfile(f, np.int32 if width == 4 else np.int64, NUM_INT * n).reshape(NUM_INT, n)
-                bits = np.fromfile(f, np.uint8, NUM_INT * ((n + 7) // 8)).reshape(NUM_INT, -1)
+                dtype = {4: np.int32, 8: np.int64, -8: np.float64}[width]
+                ints = np.fromfile(f, dtype, n_int * n).reshape(n_int, n)
+                ints = ints.astype(np.int64) if width == 4 else ints
+                bits = np.fromfile(f, np.uint8, n_int * ((n + 7) // 8)).reshape(n_int, (n + 7) // 8)
                 missing = np.unpackbits(bits, axis=1, count=n, bitorder="little").view(np.bool_)
                 codes, uniques = [], []
                 for size in sizes:
                     codes.append(np.fromfile(f, _narrowest(size), n))
                     uniques.append(np.fromfile(f, np.int64, size))
-                yield FactorizedBatch(label, ints.astype(np.int64), missing, codes, uniques), split
+                yield FactorizedBatch(label, ints, missing, codes, uniques), split
 
     return prefetch(batches())
 
@@ -474,10 +507,10 @@ def encode_raw(
     block_size: int = 1 << 20,
     report: BadRowReport | None = None,
 ) -> Batch:
-    """Apply a saved schema to a raw Criteo file: values unseen in its train data map to OOV.
+    """Apply a saved schema to a raw file of its format: values unseen in its train data map to OOV.
 
     Args:
-        path: raw Criteo file (plain or ``.gz``).
+        path: raw file (Criteo text, or a table of the schema's declared format).
         schema: the schema of prepared data (e.g. saved in a run directory).
         split: None for every row, or keep only the rows that the single-file split rule with ``split_seed`` and
             ``split_fracs`` assigns to this split (how a run's own test split is rebuilt from its raw file).
@@ -493,19 +526,24 @@ def encode_raw(
 
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    encoder = CriteoEncoder.from_fields(schema.fields)
+    encoder = TableEncoder.from_fields(schema.fields)
+    table = table_spec(schema.config)
+    columns = (INT_COLUMNS, CAT_COLUMNS) if table is None else (table.numeric_names, table.categorical_names)
+    fields = ([f.name for f in encoder.numeric], [f.name for f in encoder.categorical])
+    if [list(c) for c in columns] != [list(f) for f in fields]:
+        raise DataError(f"{path}: the schema's fields {fields} are not the columns its data format reads {columns}")
     report = report if report is not None else BadRowReport()
     parts: list[EncodedBatch] = []
-    with closing(
-        read_criteo(path, block_size=block_size, on_bad_rows=on_bad_rows, report=report, codec=encoder.codec)
-    ) as batches:
+    read = dict(block_size=block_size, on_bad_rows=on_bad_rows, report=report, codec=encoder.codec)
+    with closing(read_rows_of(Path(path), table, **read)) as batches:
         for batch in batches:
             if split is not None:
                 batch = batch.take(assign_splits(batch.lines, split_seed, split_fracs) == SPLITS.index(split))
             parts.append(encoder.transform(batch))
     if report.count:
         if not any(len(p) for p in parts):
-            raise DataError(f"{path}: no row has the raw Criteo layout; {report.summary()}")
+            layout = "raw Criteo" if table is None else "declared"
+            raise DataError(f"{path}: no row has the {layout} layout; {report.summary()}")
         print(f"ctr.data: {report.summary()}", file=sys.stderr)
     return tensors_from_encoded(parts, schema)
 

@@ -1,0 +1,481 @@
+"""Declared tabular click logs: headered CSV/TSV (plain or ``.gz``) and Parquet, any columns.
+
+A dataset is declared, not coded: ``data.format``, ``data.label``, ``data.columns`` (see ``configs/base.yaml`` and
+the presets in ``configs/datasets/``) say how to read each column. :func:`parse_table_spec` checks the declaration
+once; :func:`read_table` streams a file's good rows as :class:`ctr.data.criteo.RawBatch` es, the same rows the
+Criteo reader yields, so preparation, encoders and the cache are shared:
+
+* ``numeric`` columns become rows of ``RawBatch.ints`` (float64 values, 0 where missing, plus the missing flags);
+* ``categorical`` columns and the parts derived from ``datetime`` columns (``<column>_hour``, ``_weekday``,
+  ``_weekend``) become rows of ``RawBatch.cats`` (:class:`KeyCodec` keys of their text, 0 where empty);
+* ``ignore`` columns are not read.
+
+Numeric columns come first in the model's field order, then categorical ones, each in declaration order.
+
+Bad input (a wrong column count, a label value that is not declared, a non-number in a numeric column, an
+unparseable timestamp, a header without a declared column) raises :class:`DataError` naming the file, the line
+(CSV) or row (Parquet) and the column, or with ``on_bad_rows="skip"`` is counted in the :class:`BadRowReport`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ctr.data.criteo import (
+    BadRowReport,
+    KeyCodec,
+    RawBatch,
+    _InvalidRows,
+    _line_numbers,
+    _LineState,
+    _report,
+)
+from ctr.errors import DataError
+
+FORMATS = ("criteo", "csv", "parquet")
+KINDS = ("numeric", "categorical", "datetime", "ignore")
+NUMERIC_TRANSFORMS = ("log2_bucket", "log_standard", "quantile_bucket", "minmax", "none")
+DATETIME_PARTS = ("hour", "weekday", "weekend")
+MIN_BATCH_ROWS = 1 << 16
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How one declared column is read and encoded.
+
+    Attributes:
+        name: the column's name in the file.
+        kind: ``numeric``, ``categorical``, ``datetime`` or ``ignore``.
+        transform: numeric only: one of :data:`NUMERIC_TRANSFORMS`.
+        min_count: numeric ``log2_bucket`` and categorical vocabularies: values seen fewer times in train share
+            the out-of-vocabulary id.
+        buckets: numeric ``quantile_bucket``: the number of buckets; categorical: hash values into this many
+            buckets instead of a vocabulary (0 = vocabulary).
+        format: datetime only: a ``strptime`` format (``%y%m%d%H`` for Avazu's ``hour``) or ``unix`` (seconds).
+        derive: datetime only: the parts to derive, each a categorical field ``<name>_<part>``.
+    """
+
+    name: str
+    kind: str
+    transform: str = ""
+    min_count: int = 0
+    buckets: int = 0
+    format: str = ""
+    derive: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A declared table: file format, label and columns (see :func:`parse_table_spec`)."""
+
+    format: str
+    delimiter: str
+    header: bool
+    column_names: tuple[str, ...]
+    label: str
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+    columns: tuple[ColumnSpec, ...]
+    extra_columns: str
+
+    @property
+    def numeric(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.kind == "numeric"]
+
+    @property
+    def categorical(self) -> list[ColumnSpec]:
+        """Categorical columns and datetime columns (each of those gives one field per derived part)."""
+        return [c for c in self.columns if c.kind in ("categorical", "datetime")]
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return [c.name for c in self.numeric]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        """Field names in model order: a datetime column contributes ``<name>_<part>`` per derived part."""
+        out = []
+        for c in self.categorical:
+            out += [f"{c.name}_{p}" for p in c.derive] if c.kind == "datetime" else [c.name]
+        return out
+
+    @property
+    def read_columns(self) -> list[str]:
+        """Columns read from the file: the label, then the declared non-ignored ones."""
+        return [self.label] + [c.name for c in self.columns if c.kind != "ignore"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The declaration as saved in ``schema.json`` (and hashed into the cache key)."""
+        return {
+            "format": self.format,
+            "delimiter": self.delimiter,
+            "header": self.header,
+            "column_names": list(self.column_names),
+            "label": {"name": self.label, "positive": list(self.positive), "negative": list(self.negative)},
+            "columns": {c.name: _column_dict(c) for c in self.columns},
+            "extra_columns": self.extra_columns,
+        }
+
+
+def _column_dict(c: ColumnSpec) -> dict[str, Any]:
+    d: dict[str, Any] = {"kind": c.kind}
+    if c.kind == "numeric":
+        d.update(transform=c.transform, min_count=c.min_count, buckets=c.buckets)
+    elif c.kind == "categorical":
+        d.update(min_count=c.min_count, buckets=c.buckets)
+    elif c.kind == "datetime":
+        d.update(format=c.format, derive=list(c.derive), min_count=c.min_count)
+    return d
+
+
+def parse_table_spec(
+    data: Any,
+    *,
+    min_count: int,
+    numeric_transform: str,
+    quantile_buckets: int,
+) -> TableSpec:
+    """Check a ``data:`` section's table declaration (``format``, ``label``, ``columns`` ...).
+
+    Args:
+        data: the config's DataConfig (or the same keys as a saved mapping).
+        min_count, numeric_transform, quantile_buckets: the defaults of columns that do not set their own.
+
+    Raises:
+        DataError: an unknown kind, transform, option or datetime part, a label without values, no columns.
+    """
+    get = data.get if isinstance(data, dict) else lambda k, d=None: getattr(data, k, d)
+    fmt = get("format")
+    if fmt not in ("csv", "parquet"):
+        raise DataError(f"data.format {fmt!r} has no column declaration; use csv or parquet")
+    label = get("label") or {}
+    if isinstance(label, str):
+        label = {"name": label}
+    if not isinstance(label, dict) or not isinstance(label.get("name"), str):
+        raise DataError(f"data.label must be a column name or {{name, positive, negative}}, got {label!r}")
+    unknown = set(label) - {"name", "positive", "negative"}
+    if unknown:
+        raise DataError(f"data.label: unknown key {sorted(unknown)[0]!r}; valid: name, positive, negative")
+    positive = tuple(str(v) for v in label.get("positive", ["1"]))
+    negative = tuple(str(v) for v in label.get("negative", ["0"]))
+    if not positive or not negative or set(positive) & set(negative):
+        raise DataError(
+            f"data.label: positive {list(positive)} and negative {list(negative)} must be disjoint, non-empty"
+        )
+    raw_columns = get("columns") or {}
+    if not isinstance(raw_columns, dict) or not raw_columns:
+        raise DataError("data.columns must map each column name to its kind (numeric, categorical, datetime, ignore)")
+    columns = tuple(
+        _parse_column(name, value, min_count, numeric_transform, quantile_buckets)
+        for name, value in raw_columns.items()
+    )
+    if label["name"] in raw_columns:
+        raise DataError(f"data.columns: {label['name']!r} is the label column; do not declare it as a feature")
+    if not any(c.kind != "ignore" for c in columns):
+        raise DataError("data.columns: every column is ignored; declare at least one feature")
+    extra = get("extra_columns", "error")
+    if extra not in ("error", "ignore"):
+        raise DataError(f"data.extra_columns {extra!r} is not one of: error, ignore")
+    names = tuple(get("column_names") or ())
+    header = bool(get("header", True))
+    if fmt == "csv" and not header and not names:
+        raise DataError("data.header is false: list the file's columns in order in data.column_names")
+    delimiter = get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise DataError(f"data.delimiter must be one character, got {delimiter!r}")
+    return TableSpec(fmt, delimiter, header, names, label["name"], positive, negative, columns, extra)
+
+
+def _parse_column(name: str, value: Any, min_count: int, transform: str, buckets: int) -> ColumnSpec:
+    where = f"data.columns.{name}"
+    opts = {"kind": value} if isinstance(value, str) else dict(value) if isinstance(value, dict) else None
+    if opts is None or opts.get("kind") not in KINDS:
+        raise DataError(f"{where}: expected a kind ({', '.join(KINDS)}) or a mapping with 'kind', got {value!r}")
+    kind = opts.pop("kind")
+    valid = {
+        "numeric": {"transform", "min_count", "buckets"},
+        "categorical": {"min_count", "buckets"},
+        "datetime": {"format", "derive", "min_count"},
+        "ignore": set(),
+    }[kind]
+    for key in opts:
+        if key not in valid:
+            raise DataError(
+                f"{where}: unknown option {key!r} for kind {kind}; valid: {', '.join(sorted(valid)) or 'none'}"
+            )
+    spec = ColumnSpec(name, kind, min_count=int(opts.get("min_count", min_count)))
+    if kind == "numeric":
+        t = opts.get("transform", transform)
+        if t not in NUMERIC_TRANSFORMS:
+            raise DataError(f"{where}: transform {t!r} is not one of: {', '.join(NUMERIC_TRANSFORMS)}")
+        spec = ColumnSpec(name, kind, t, spec.min_count, int(opts.get("buckets", buckets)))
+    elif kind == "categorical":
+        spec = ColumnSpec(name, kind, "", spec.min_count, int(opts.get("buckets", 0)))
+        if spec.buckets < 0:
+            raise DataError(f"{where}: buckets must be >= 0 (0 = vocabulary), got {spec.buckets}")
+    elif kind == "datetime":
+        fmt = opts.get("format")
+        derive = tuple(opts.get("derive", DATETIME_PARTS))
+        if not isinstance(fmt, str) or not fmt:
+            raise DataError(f"{where}: a datetime column needs a format (a strptime format such as %y%m%d%H, or unix)")
+        bad = [p for p in derive if p not in DATETIME_PARTS]
+        if bad or not derive:
+            raise DataError(f"{where}: derive {list(derive)} must be a non-empty subset of {', '.join(DATETIME_PARTS)}")
+        spec = ColumnSpec(name, kind, "", spec.min_count, 0, fmt, derive)
+    return spec
+
+
+# ------------------------------------------------------------------------------------------------------- reading
+
+
+def read_table(
+    path: str | Path,
+    spec: TableSpec,
+    block_size: int = 1 << 20,
+    on_bad_rows: str = "error",
+    report: BadRowReport | None = None,
+    codec: KeyCodec | None = None,
+    min_rows: int = MIN_BATCH_ROWS,
+) -> Iterator[RawBatch]:
+    """Stream the good rows of a declared CSV/TSV or Parquet file as RawBatches (see the module docstring).
+
+    ``RawBatch.lines`` holds each row's 1-based line in a CSV file (the header is line 1) or its 1-based row
+    in a Parquet file; they are exact across blocks and after skipped rows.
+    """
+    if on_bad_rows not in ("error", "skip"):
+        raise ValueError(f"on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    report = report if report is not None else BadRowReport()
+    codec = codec or KeyCodec()
+    if spec.format == "parquet":
+        return _read_parquet(path, spec, block_size, on_bad_rows, report, codec, min_rows)
+    return _read_csv(path, spec, block_size, on_bad_rows, report, codec, min_rows)
+
+
+def _check_columns(path: Path, spec: TableSpec, present: list[str]) -> None:
+    """Every declared column is in the file; undeclared ones are an error unless ``extra_columns: ignore``."""
+    missing = [c for c in [spec.label] + [c.name for c in spec.columns] if c not in present]
+    if missing:
+        raise DataError(
+            f"{path}: no column {missing[0]!r} (declared in data.columns/data.label); the file has: {', '.join(present)}"
+        )
+    declared = {spec.label, *(c.name for c in spec.columns)}
+    extra = [c for c in present if c not in declared]
+    if extra and spec.extra_columns == "error":
+        raise DataError(
+            f"{path}: columns not declared in data.columns: {', '.join(extra)} "
+            "(declare them, e.g. as ignore, or set data.extra_columns: ignore)"
+        )
+
+
+def _read_csv(
+    path: Path, spec: TableSpec, block_size: int, on_bad_rows: str, report: BadRowReport, codec: KeyCodec, min_rows: int
+) -> Iterator[RawBatch]:
+    names = list(spec.column_names) if spec.column_names else None
+    read = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
+    parse_probe = pacsv.ParseOptions(delimiter=spec.delimiter, invalid_row_handler=lambda row: "skip")
+    try:
+        present = pacsv.open_csv(str(path), read_options=read, parse_options=parse_probe).schema.names
+    except pa.ArrowInvalid as e:
+        raise DataError(f"{path}: cannot read as delimited text ({str(e).splitlines()[0]})") from None
+    _check_columns(path, spec, present)
+    wanted = spec.read_columns
+    invalid = _InvalidRows()
+    parse = pacsv.ParseOptions(delimiter=spec.delimiter, invalid_row_handler=invalid, ignore_empty_lines=False)
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in wanted}, include_columns=wanted, strings_can_be_null=False
+    )
+    reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    state = _LineState(next_line=2 if spec.header else 1)
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+
+    def flush(final: bool) -> RawBatch:
+        table = pa.Table.from_batches(pending, schema=reader.schema).combine_chunks()
+        lines = _line_numbers(table.num_rows, invalid.lines, state)
+        last = int(lines[-1]) if len(lines) else state.next_line - 1
+        state.next_line = last + 1
+        new_invalid = [ln for ln in invalid.lines[state.invalid_done :] if final or ln <= last]
+        state.invalid_done += len(new_invalid)
+        problems = [(ln, None, f"expected {len(present)} columns{_got(invalid, ln)}") for ln in new_invalid]
+        return _convert(path, table, lines, spec, codec, problems, on_bad_rows, report, "line")
+
+    try:
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= min_rows:
+                out = flush(final=False)
+                pending, rows = [], 0
+                if len(out):
+                    yield out
+    except pa.ArrowInvalid as e:
+        raise DataError(f"{path}: {str(e).splitlines()[0]}") from None
+    out = flush(final=True)
+    if len(out):
+        yield out
+
+
+def _got(invalid: _InvalidRows, line: int) -> str:
+    got, text = invalid.columns.get(line), invalid.texts.get(line)
+    return (f", got {got}" if got is not None else "") + (f": {text[:60]!r}" if text is not None else "")
+
+
+def _read_parquet(
+    path: Path, spec: TableSpec, block_size: int, on_bad_rows: str, report: BadRowReport, codec: KeyCodec, min_rows: int
+) -> Iterator[RawBatch]:
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
+    _check_columns(path, spec, file.schema_arrow.names)
+    start = 1
+    for batch in file.iter_batches(batch_size=min_rows, columns=spec.read_columns, use_threads=False):
+        table = pa.Table.from_batches([batch]).combine_chunks()
+        lines = start + np.arange(table.num_rows, dtype=np.int64)
+        start += table.num_rows
+        out = _convert(path, table, lines, spec, codec, [], on_bad_rows, report, "row")
+        if len(out):
+            yield out
+
+
+# ---------------------------------------------------------------------------------------------------- conversion
+
+
+def _convert(
+    path: Path,
+    table: pa.Table,
+    lines: np.ndarray,
+    spec: TableSpec,
+    codec: KeyCodec,
+    problems: list[tuple[int, str | None, str]],
+    on_bad_rows: str,
+    report: BadRowReport,
+    unit: str,
+) -> RawBatch:
+    """Label, numbers and keys of a block of rows; every bad cell is a problem of its line and column."""
+    n = table.num_rows
+    bad = np.zeros(n, dtype=bool)
+
+    def flag(rows: np.ndarray, column: str, reason: Any) -> None:
+        for i in np.flatnonzero(rows & ~bad):
+            problems.append((int(lines[i]), column, reason(i)))
+        bad[rows] = True
+
+    label_text = _as_text(table.column(spec.label))
+    pos = pc.is_in(label_text, value_set=pa.array(spec.positive)).to_numpy(zero_copy_only=False)
+    neg = pc.is_in(label_text, value_set=pa.array(spec.negative)).to_numpy(zero_copy_only=False)
+    flag(
+        ~(pos | neg),
+        spec.label,
+        lambda i: f"label {label_text[i].as_py()!r} is not one of {list(spec.positive) + list(spec.negative)}",
+    )
+    ints = np.zeros((len(spec.numeric), n), dtype=np.float64)
+    missing = np.zeros((len(spec.numeric), n), dtype=bool)
+    for j, col in enumerate(spec.numeric):
+        arr = table.column(col.name)
+        ints[j], missing[j], not_number = _numbers(arr)
+        flag(not_number, col.name, lambda i, arr=arr: f"{_cell(arr, i)!r} is not a number")
+    cats = np.zeros((len(spec.categorical_names), n), dtype=np.int64)
+    j = 0
+    for col in spec.categorical:
+        arr = table.column(col.name)
+        if col.kind == "categorical":
+            cats[j] = codec.encode(_as_text(arr).cast(pa.binary()))
+            j += 1
+            continue
+        parts, unparsed = _datetime_parts(arr, col)
+        flag(unparsed, col.name, lambda i, arr=arr, col=col: f"{_cell(arr, i)!r} does not match format {col.format!r}")
+        for part in parts:
+            cats[j] = codec.encode(part.cast(pa.binary()))
+            j += 1
+    _report_problems(path, problems, on_bad_rows, report, unit)
+    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats)
+    return batch.take(~bad) if bad.any() else batch
+
+
+def _report_problems(
+    path: Path, problems: list[tuple[int, str | None, str]], on_bad_rows: str, report: BadRowReport, unit: str
+) -> None:
+    if unit == "line" or not problems:
+        _report(path, problems, on_bad_rows, report)
+        return
+    problems.sort(key=lambda p: p[0])
+    if on_bad_rows == "error":
+        row, column, reason = problems[0]
+        raise DataError(f"{path} row {row}, column {column}: {reason} (set data.on_bad_rows=skip to skip bad rows)")
+    for row, column, reason in problems:
+        report.add(str(path), row, column, reason)
+
+
+def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column as non-null strings: other types are cast, nulls become the empty (missing) value."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.string())
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")
+    return arr.cast(pa.string())
+
+
+def _cell(arr: pa.ChunkedArray | pa.Array, i: int) -> Any:
+    return _as_text(arr)[i].as_py()
+
+
+def _numbers(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values float64 with 0 where missing, missing, not a number) of one column."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
+        missing = arr.is_null().to_numpy(zero_copy_only=False)
+        values = pc.fill_null(pc.cast(arr, pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+        return values, missing, np.zeros(len(values), dtype=bool)
+    text = _as_text(arr)
+    missing = pc.equal(text, "").to_numpy(zero_copy_only=False)
+    try:
+        values = pc.cast(pc.if_else(missing, "0", text), pa.float64()).to_numpy(zero_copy_only=False)
+        return values, missing, np.zeros(len(values), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        parsed = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(np.float64)
+        bad = np.isnan(parsed) & ~missing
+        return np.where(missing | bad, 0.0, parsed), missing, bad
+
+
+def _datetime_parts(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[list[pa.Array], np.ndarray]:
+    """The derived parts of a datetime column as strings ("" where missing) and the rows that did not parse."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_timestamp(arr.type):
+        ts, missing = arr, arr.is_null().to_numpy(zero_copy_only=False)
+    else:
+        text = _as_text(arr)
+        missing = pc.equal(text, "").to_numpy(zero_copy_only=False)
+        if col.format == "unix":
+            seconds, _, _ = _numbers(text)
+            ts = pa.array(seconds.astype("int64"), pa.int64()).cast(pa.timestamp("s"))
+            ts = pc.if_else(pa.array(missing), pa.scalar(None, pa.timestamp("s")), ts)
+        else:
+            ts = pc.strptime(pc.if_else(missing, None, text), format=col.format, unit="s", error_is_null=True)
+    unparsed = ts.is_null().to_numpy(zero_copy_only=False) & ~missing
+    weekday = pc.day_of_week(ts)  # Monday = 0
+    values = {
+        "hour": pc.hour(ts),
+        "weekday": weekday,
+        "weekend": pc.cast(pc.greater_equal(weekday, 5), pa.int8()),
+    }
+    return [pc.fill_null(pc.cast(values[p], pa.string()), "") for p in col.derive], unparsed
