@@ -28,7 +28,8 @@ def tiny_batch(schema: Schema | None = None, batch_size: int = 32, seed: int = 0
     """A random batch for ``schema`` (default :func:`tiny_schema`); some dense values missing, both labels present."""
     schema = schema or tiny_schema()
     g = torch.Generator().manual_seed(seed)
-    ids = torch.stack([torch.randint(0, f.vocab_size, (batch_size,), generator=g) for f in schema.id_fields], dim=1)
+    columns = [torch.randint(0, f.vocab_size, (batch_size,), generator=g) for f in schema.id_fields]
+    ids = torch.stack(columns, dim=1) if columns else torch.zeros(batch_size, 0, dtype=torch.long)
     fn = len(schema.dense_fields)
     dense = torch.randn(batch_size, fn, generator=g)
     missing = torch.rand(batch_size, fn, generator=g) < 0.2
