@@ -31,6 +31,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         return 130
 
 
+def format_metrics(m: dict[str, float]) -> str:
+    """``AUC 0.770522  logloss 0.471713  calibration 1.0123`` (and ``gAUC ...`` when the data has groups)."""
+    text = f"AUC {m['auc']:.6f}  logloss {m['logloss']:.6f}  calibration {m['calibration']:.4f}"
+    return text + (f"  gAUC {m['gauc']:.6f}" if "gauc" in m else "")
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     from ctr.config import load_config
     from ctr.models.base import model_spec
@@ -53,7 +59,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"run: {out}")
     for split in ("valid", "test"):
-        print(f"{split}: AUC {results[split]['auc']:.6f}  logloss {results[split]['logloss']:.6f}")
+        print(f"{split}: {format_metrics(results[split])}")
     tr = results["train"]
     print(f"train: {tr['epochs']} epochs, {tr['seconds']:.1f} s, {tr['samples_per_sec']:,.0f} samples/s")
     return 0
@@ -62,7 +68,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from ctr.train.saved_run import evaluate_run
 
-    p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a trained run (AUC, logloss).")
+    p = argparse.ArgumentParser(
+        prog="evaluate.py", description="Evaluate a trained run (AUC, logloss, calibration, group AUC)."
+    )
     p.add_argument("--run", required=True, help="run directory written by train.py")
     p.add_argument("--data", help="raw Criteo-format file or prepared directory (default: the run's own test split)")
     p.add_argument("--json", help="write the metrics to this JSON file")
@@ -71,7 +79,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     if args.predictions and Path(args.predictions).suffix not in (".parquet", ".csv"):
         raise CTRError(f"--predictions must end in .parquet or .csv, got {args.predictions}")
     metrics, prob = evaluate_run(args.run, args.data)
-    print(f"AUC {metrics['auc']:.6f}  logloss {metrics['logloss']:.6f}  rows {len(prob)}")
+    print(f"{format_metrics(metrics)}  rows {len(prob)}")
     if args.json:
         from ctr.train.io import write_json
 

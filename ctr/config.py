@@ -59,6 +59,7 @@ class DataConfig:
     column_names: list[str] | None
     label: Any
     columns: dict[str, Any]
+    group: str | None
     extra_columns: str
     cache_dir: str | None
     min_count: int

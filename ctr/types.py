@@ -119,21 +119,27 @@ class Batch:
         dense: (B, Fn) float32 values, columns in ``Schema.dense_fields`` order (0 where missing).
         dense_missing: (B, Fn) bool, True where the raw value was missing.
         label: (B,) float32 in {0, 1}.
+        group: (B,) int64 key of each row's group (``data.group``, e.g. a user id) for group AUC, or None.
+            Models never read it.
     """
 
     ids: torch.Tensor
     dense: torch.Tensor
     dense_missing: torch.Tensor
     label: torch.Tensor
+    group: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.label.shape[0]
 
+    def _tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return (self.ids, self.dense, self.dense_missing, self.label, self.group)
+
     def rows(self, index: torch.Tensor | slice) -> Batch:
         """Rows ``index`` (an int64 index tensor, or a slice for a zero-copy view)."""
         if isinstance(index, slice):
-            return Batch(self.ids[index], self.dense[index], self.dense_missing[index], self.label[index])
-        return Batch(*(take_rows(t, index) for t in (self.ids, self.dense, self.dense_missing, self.label)))
+            return Batch(*(None if t is None else t[index] for t in self._tensors()))
+        return Batch(*(None if t is None else take_rows(t, index) for t in self._tensors()))
 
     @staticmethod
     def concat(parts: list[Batch]) -> Batch:
@@ -142,9 +148,8 @@ class Batch:
 
         if len(parts) == 1:
             return parts[0]
-        return Batch(*(torch.cat([getattr(p, k) for p in parts]) for k in ("ids", "dense", "dense_missing", "label")))
+        cols = zip(*(p._tensors() for p in parts))
+        return Batch(*(None if col[0] is None else torch.cat(col) for col in cols))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(
-            *(t.to(device, non_blocking=non_blocking) for t in (self.ids, self.dense, self.dense_missing, self.label))
-        )
+        return Batch(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in self._tensors()))

@@ -61,3 +61,27 @@ def test_logloss_clips_extremes_and_rejects_non_probabilities():
     assert np.isfinite(logloss([1, 0], [0.0, 1.0]))
     with pytest.raises(ValueError, match="probabilities"):
         logloss([1, 0], [1.5, 0.2])
+
+
+def test_group_auc_is_the_size_weighted_mean_of_per_group_aucs_with_ties():
+    from ctr.metrics import calibration, group_auc
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    groups = rng.integers(0, 40, n)
+    y = (rng.random(n) < 0.3).astype(int)
+    s = np.round(rng.normal(y * 0.5, 1.0), 1)  # rounded: many ties inside groups
+    groups[groups == 7] = 7
+    y[groups == 5] = 1  # a one-class group is left out
+    total = weight = 0.0
+    for g in np.unique(groups):
+        m = groups == g
+        if 0 < y[m].sum() < m.sum():
+            total += roc_auc_score(y[m], s[m]) * m.sum()
+            weight += m.sum()
+    assert group_auc(y, s, groups) == pytest.approx(total / weight, rel=1e-12)
+    assert group_auc(y, s, np.zeros(n)) == pytest.approx(roc_auc_score(y, s), rel=1e-12)  # one group: plain AUC
+    with pytest.raises(ValueError, match="no group holds both classes"):
+        group_auc([0, 1], [0.1, 0.2], [1, 2])
+    assert calibration([0, 1, 1, 0], [0.25, 0.5, 0.5, 0.75]) == pytest.approx(1.0)
+    assert calibration([0, 0, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(2.0)

@@ -190,3 +190,42 @@ def test_prepared_table_round_trips_through_encode_raw(tmp_path: Path) -> None:
     new = encode_raw(write(tmp_path / "new.csv", ["9,1,14102100,1,zzz,phone"]), prepared.schema)
     site = [f.name for f in prepared.schema.id_fields].index("site")
     assert new.ids[0, site] == OOV_ID and new.label.tolist() == [1.0]
+
+
+def test_group_column_flows_to_batches_and_results(tmp_path: Path) -> None:
+    """``data.group`` keys reach the prepared splits, the batches and ``results.json``'s group AUC, which equals the
+    metric recomputed from the run's own predictions; the group column may also be a feature."""
+    from ctr.config import load_config
+    from ctr.metrics import group_auc
+    from ctr.train.run import train_run
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3000):
+        user, item = rng.integers(0, 30), rng.integers(0, 20)
+        click = int(rng.random() < 0.15 + 0.5 * (item < 5))
+        lines.append(f"{i},{click},{user},{item}")
+    raw = write(tmp_path / "clicks.csv", lines, header="id,click,user,item")
+    data = [
+        f"data.path={raw}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.format=csv",
+        "data.label={name: click}",
+        "data.columns={id: ignore, user: categorical, item: categorical}",
+        "data.group=user",
+        "data.min_count=1",
+    ]
+    cfg = load_config([], [*data, "model.name=lr", "train.epochs=1", "train.batch_size=256", "train.progress=false"])
+    prepared = prepare_data(cfg.data, progress=False)
+    test = load_split(prepared, "test")
+    user_ids = test.ids[:, [f.name for f in prepared.schema.id_fields].index("user")]
+    assert test.group is not None and len(test.group) == len(test)
+    # same user <=> same group key
+    assert len(set(zip(test.group.tolist(), user_ids.tolist()))) == len(set(test.group.tolist()))
+    results = train_run(cfg, tmp_path / "run", prepared=prepared)
+    assert 0.5 < results["test"]["gauc"] <= 1.0 and "calibration" in results["test"]
+    from ctr.train.saved_run import evaluate_run
+
+    metrics, prob = evaluate_run(tmp_path / "run")
+    assert metrics["gauc"] == pytest.approx(group_auc(test.label.numpy(), prob, test.group.numpy()), rel=1e-12)
+    assert metrics["gauc"] == pytest.approx(results["test"]["gauc"], rel=1e-9)

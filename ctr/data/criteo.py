@@ -51,6 +51,7 @@ class RawBatch:
         ints: (NUM_INT, N) int64 values, 0 where missing.
         int_missing: (NUM_INT, N) bool, True where the cell was empty.
         cats: (NUM_CAT, N) int64 categorical keys from :class:`KeyCodec`; 0 where the cell was empty.
+        group: (N,) int64 key of each row's group column (declared tables with ``data.group``), or None.
     """
 
     lines: np.ndarray
@@ -58,14 +59,16 @@ class RawBatch:
     ints: np.ndarray
     int_missing: np.ndarray
     cats: np.ndarray
+    group: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
 
     def take(self, rows: np.ndarray) -> RawBatch:
         """The rows selected by ``rows`` (a bool mask, an index array or a slice), in order."""
+        group = None if self.group is None else self.group[rows]
         return RawBatch(
-            self.lines[rows], self.label[rows], self.ints[:, rows], self.int_missing[:, rows], self.cats[:, rows]
+            self.lines[rows], self.label[rows], self.ints[:, rows], self.int_missing[:, rows], self.cats[:, rows], group
         )
 
 

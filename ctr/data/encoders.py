@@ -506,6 +506,7 @@ class FactorizedBatch:
         codes: (NUM_CAT, N) int32, or NUM_CAT (N,) unsigned arrays; row i of column j holds
             ``uniques[j][codes[j][i]]``.
         uniques: NUM_CAT arrays of the distinct int64 keys of each column in this batch (0 = missing).
+        group: (N,) int64 group keys, or None.
     """
 
     label: np.ndarray
@@ -513,6 +514,7 @@ class FactorizedBatch:
     int_missing: np.ndarray
     codes: np.ndarray
     uniques: list[np.ndarray]
+    group: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -526,7 +528,7 @@ def factorize_batch(batch: RawBatch) -> FactorizedBatch:
         c, u = pd.factorize(keys)
         codes[j] = c
         uniques.append(np.asarray(u, dtype=np.int64))
-    return FactorizedBatch(batch.label, batch.ints, batch.int_missing, codes, uniques)
+    return FactorizedBatch(batch.label, batch.ints, batch.int_missing, codes, uniques, batch.group)
 
 
 @dataclass
@@ -538,12 +540,18 @@ class EncodedBatch:
         dense: (Fn, N) float32 in ``Schema.dense_fields`` order.
         dense_missing: (Fn, N) bool.
         label: (N,) int8.
+        group: (N,) int64 group keys, or None.
     """
 
     ids: np.ndarray
     dense: np.ndarray
     dense_missing: np.ndarray
     label: np.ndarray
+    group: np.ndarray | None = None
+
+    def columns(self) -> tuple[np.ndarray | None, ...]:
+        """Every array, the row axis last."""
+        return (self.ids, self.dense, self.dense_missing, self.label, self.group)
 
     def __len__(self) -> int:
         return len(self.label)
@@ -625,7 +633,11 @@ class TableEncoder:
     def transform(self, batch: RawBatch) -> EncodedBatch:
         """Encode a batch of rows of any split with the fitted vocabularies and statistics."""
         return self._transform(
-            batch.label, batch.ints, batch.int_missing, lambda j, enc: enc.transform(batch.cats[j], batch.cats[j] == 0)
+            batch.label,
+            batch.ints,
+            batch.int_missing,
+            lambda j, enc: enc.transform(batch.cats[j], batch.cats[j] == 0),
+            batch.group,
         )
 
     def partial_fit_factorized(self, batch: FactorizedBatch, train: np.ndarray | None = None) -> None:
@@ -650,9 +662,11 @@ class TableEncoder:
             uniques = batch.uniques[j]
             return enc.transform(uniques, uniques == 0)[batch.codes[j]]
 
-        return self._transform(batch.label, batch.ints, batch.int_missing, cat_ids)
+        return self._transform(batch.label, batch.ints, batch.int_missing, cat_ids, batch.group)
 
-    def _transform(self, label: np.ndarray, ints: np.ndarray, int_missing: np.ndarray, cat_ids: Any) -> EncodedBatch:
+    def _transform(
+        self, label: np.ndarray, ints: np.ndarray, int_missing: np.ndarray, cat_ids: Any, group: np.ndarray | None
+    ) -> EncodedBatch:
         if not self.fields:
             raise RuntimeError("TableEncoder is not fitted: call finish() or build it with from_fields()")
         n = len(label)
@@ -673,7 +687,7 @@ class TableEncoder:
         for j, enc in enumerate(self.categorical):
             ids[i] = cat_ids(j, enc)
             i += 1
-        return EncodedBatch(ids, dense, dense_missing, label)
+        return EncodedBatch(ids, dense, dense_missing, label, group)
 
     @classmethod
     def from_fields(cls, fields: list[Field], codec: KeyCodec | None = None) -> TableEncoder:

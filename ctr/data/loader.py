@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ctr.data.prepare import GROUP_COLUMN
 from ctr.types import Batch, Schema
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def tensors_from_table(table: pa.Table, schema: Schema) -> Batch:
     dense = _stack_columns([col(f.name) for f in schema.dense_fields], n, np.float32)
     missing = _stack_columns([col(f"{f.name}__missing") for f in schema.dense_fields], n, np.bool_)
     label = torch.from_numpy(col("label").astype(np.float32))
-    return Batch(ids, dense, missing, label)
+    group = torch.from_numpy(col(GROUP_COLUMN).astype(np.int64)) if GROUP_COLUMN in table.column_names else None
+    return Batch(ids, dense, missing, label, group)
 
 
 def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch:
@@ -56,12 +58,15 @@ def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch
     dense = np.concatenate([p.dense for p in parts], axis=1) if parts else np.zeros((fn, 0), np.float32)
     missing = np.concatenate([p.dense_missing for p in parts], axis=1) if parts else np.zeros((fn, 0), bool)
     label = np.concatenate([p.label for p in parts]) if parts else np.zeros(0, np.int8)
+    has_group = bool(parts) and parts[0].group is not None
+    group = torch.from_numpy(np.concatenate([p.group for p in parts]).astype(np.int64)) if has_group else None
     n = len(label)
     return Batch(
         _stack_columns(ids, n, np.int64),
         _stack_columns(dense, n, np.float32),
         _stack_columns(missing, n, np.bool_),
         torch.from_numpy(label.astype(np.float32)),
+        group,
     )
 
 

@@ -65,6 +65,7 @@ PREPARE_VERSION = 2  # bump when the prepared layout or an encoder changes: old 
 ROW_GROUP_ROWS = 1 << 16
 FINGERPRINT_BYTES = 1 << 20
 SCHEMA_FILE = "schema.json"
+GROUP_COLUMN = "__group"  # prepared splits of tables with data.group: the int64 group key of each row
 
 
 @dataclass
@@ -268,8 +269,9 @@ def write_prepared(
 
     # pass 2: encode the kept rows into the split files (and, for a directory, the valid and test files)
     wanted = SPLITS if single else ("train",)
+    group = table is not None and table.group is not None
     with (
-        _ParquetSplits(out, fields, wanted) as writers,
+        _ParquetSplits(out, fields, wanted, group) as writers,
         _bar(progress, "encode", sum(rows.values())) as bar,
         closing(read_rows(inter)) as kept,
     ):
@@ -280,7 +282,7 @@ def write_prepared(
     for split in SPLITS:
         if split not in wanted:
             with (
-                _ParquetSplits(out, fields, (split,)) as writers,
+                _ParquetSplits(out, fields, (split,), group) as writers,
                 _bar(progress, f"encode {split}") as bar,
                 closing(read_rows_of(files[split], table, **read)) as batches,
             ):
@@ -309,8 +311,9 @@ def _narrowest(size: int) -> type:
 def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
     """Append parsed rows to pass 1's temporary file, as raw little-endian arrays (a private format, kept small).
 
-    Each batch is a header (int64: n, bytes per numeric value, numeric rows Fi, categorical columns Fc, then the
-    Fc uniques' lengths), then split (n int8), label (n int8), ints (Fi x n: int32 when they are integers that
+    Each batch is a header (int64: n, bytes per numeric value, numeric rows Fi, categorical columns Fc, 1 when
+    a group column follows, then the Fc uniques' lengths), then split (n int8), label (n int8), the group keys
+    (n int64, if any), ints (Fi x n: int32 when they are integers that
     fit, else int64 or float64), int_missing (Fi rows of n bits), per categorical column its codes (n values of
     the narrowest unsigned type) and its uniques.
     """
@@ -322,9 +325,12 @@ def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
         ints = ints.astype(np.int32)
     width = -8 if ints.dtype.kind == "f" else ints.itemsize  # negative: float64
     sizes = [len(u) for u in batch.uniques]
-    sink.write(np.array([n, width, len(ints), len(sizes), *sizes], dtype=np.int64).tobytes())
+    has_group = int(batch.group is not None)
+    sink.write(np.array([n, width, len(ints), len(sizes), has_group, *sizes], dtype=np.int64).tobytes())
     sink.write(np.ascontiguousarray(split).data)
     sink.write(np.ascontiguousarray(batch.label).data)
+    if has_group:
+        sink.write(np.ascontiguousarray(batch.group, dtype=np.int64).data)
     sink.write(np.ascontiguousarray(ints).data)
     sink.write(np.ascontiguousarray(np.packbits(batch.int_missing, axis=1, bitorder="little")).data)
     for codes, uniques in zip(batch.codes, batch.uniques):
@@ -337,11 +343,12 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 
     def batches() -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
         with open(path, "rb") as f:
-            while head := f.read(8 * 4):
-                n, width, n_int, n_cat = np.frombuffer(head, np.int64).tolist()
+            while head := f.read(8 * 5):
+                n, width, n_int, n_cat, has_group = np.frombuffer(head, np.int64).tolist()
                 sizes = np.fromfile(f, np.int64, n_cat).tolist()
                 split = np.fromfile(f, np.int8, n)
                 label = np.fromfile(f, np.int8, n)
+                group = np.fromfile(f, np.int64, n) if has_group else None
                 dtype = {4: np.int32, 8: np.int64, -8: np.float64}[width]
                 ints = np.fromfile(f, dtype, n_int * n).reshape(n_int, n)
                 ints = ints.astype(np.int64) if width == 4 else ints
@@ -351,7 +358,7 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
                 for size in sizes:
                     codes.append(np.fromfile(f, _narrowest(size), n))
                     uniques.append(np.fromfile(f, np.int64, size))
-                yield FactorizedBatch(label, ints, missing, codes, uniques), split
+                yield FactorizedBatch(label, ints, missing, codes, uniques, group), split
 
     return prefetch(batches())
 
@@ -359,8 +366,9 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 # ---------------------------------------------------------------------------------------------------- parquet
 
 
-def parquet_schema(fields: Sequence[Field]) -> pa.Schema:
-    """Columns of a prepared split: ids int32, dense float32 plus ``__missing`` bool, ``label`` int8; no nulls."""
+def parquet_schema(fields: Sequence[Field], group: bool = False) -> pa.Schema:
+    """Columns of a prepared split: ids int32, dense float32 plus ``__missing`` bool, ``label`` int8, and with
+    ``group`` the int64 group keys ``__group``; no nulls."""
     cols = [pa.field(f.name, pa.int32(), nullable=False) for f in fields if f.encoding == "id"]
     for f in fields:
         if f.encoding == "dense":
@@ -368,16 +376,19 @@ def parquet_schema(fields: Sequence[Field]) -> pa.Schema:
                 pa.field(f.name, pa.float32(), nullable=False),
                 pa.field(f"{f.name}__missing", pa.bool_(), nullable=False),
             ]
-    return pa.schema(cols + [pa.field("label", pa.int8(), nullable=False)])
+    cols.append(pa.field("label", pa.int8(), nullable=False))
+    if group:
+        cols.append(pa.field(GROUP_COLUMN, pa.int64(), nullable=False))
+    return pa.schema(cols)
 
 
 class _ParquetSplits:
     """``<split>.parquet`` writers fed with encoded rows; row groups of ``ROW_GROUP_ROWS`` written on a thread."""
 
-    def __init__(self, out: Path, fields: Sequence[Field], splits: Sequence[str]) -> None:
+    def __init__(self, out: Path, fields: Sequence[Field], splits: Sequence[str], group: bool) -> None:
         self.out = out
         self.splits = list(splits)
-        self.schema = parquet_schema(fields)
+        self.schema = parquet_schema(fields, group)
         self.id_names = [f.name for f in fields if f.encoding == "id"]
         self.dense_names = [f.name for f in fields if f.encoding == "dense"]
         self._pending: dict[str, list[EncodedBatch]] = {s: [] for s in self.splits}
@@ -411,12 +422,7 @@ class _ParquetSplits:
         for s, name in enumerate(SPLITS):
             if name in self._pending:
                 rows = np.flatnonzero(split == s)
-                self._add(
-                    name,
-                    EncodedBatch(
-                        *(np.take(a, rows, axis=-1) for a in (batch.ids, batch.dense, batch.dense_missing, batch.label))
-                    ),
-                )
+                self._add(name, EncodedBatch(*(a if a is None else np.take(a, rows, axis=-1) for a in batch.columns())))
 
     def _add(self, split: str, batch: EncodedBatch) -> None:
         if len(batch) == 0:
@@ -473,9 +479,7 @@ def _split_rows(parts: list[EncodedBatch], n: int) -> tuple[list[EncodedBatch], 
 
 
 def _slice_encoded(b: EncodedBatch, start: int, stop: int) -> EncodedBatch:
-    return EncodedBatch(
-        b.ids[:, start:stop], b.dense[:, start:stop], b.dense_missing[:, start:stop], b.label[start:stop]
-    )
+    return EncodedBatch(*(a if a is None else a[..., start:stop] for a in b.columns()))
 
 
 def _to_table(parts: list[EncodedBatch], schema: pa.Schema, id_names: list[str], dense_names: list[str]) -> pa.Table:
@@ -491,6 +495,8 @@ def _to_table(parts: list[EncodedBatch], schema: pa.Schema, id_names: list[str],
         cols[name] = column(lambda p, j=j: p.dense[j])
         cols[f"{name}__missing"] = column(lambda p, j=j: p.dense_missing[j])
     cols["label"] = column(lambda p: p.label)
+    if GROUP_COLUMN in schema.names:
+        cols[GROUP_COLUMN] = column(lambda p: p.group)
     return pa.table(cols, schema=schema)
 
 

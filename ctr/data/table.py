@@ -87,6 +87,7 @@ class TableSpec:
     negative: tuple[str, ...]
     columns: tuple[ColumnSpec, ...]
     extra_columns: str
+    group: str | None = None
 
     @property
     def numeric(self) -> list[ColumnSpec]:
@@ -111,8 +112,9 @@ class TableSpec:
 
     @property
     def read_columns(self) -> list[str]:
-        """Columns read from the file: the label, then the declared non-ignored ones."""
-        return [self.label] + [c.name for c in self.columns if c.kind != "ignore"]
+        """Columns read from the file: the label, the declared non-ignored ones, the group column."""
+        names = [self.label] + [c.name for c in self.columns if c.kind != "ignore"]
+        return names + ([self.group] if self.group and self.group not in names else [])
 
     def to_dict(self) -> dict[str, Any]:
         """The declaration as saved in ``schema.json`` (and hashed into the cache key)."""
@@ -124,6 +126,7 @@ class TableSpec:
             "label": {"name": self.label, "positive": list(self.positive), "negative": list(self.negative)},
             "columns": {c.name: _column_dict(c) for c in self.columns},
             "extra_columns": self.extra_columns,
+            "group": self.group,
         }
 
 
@@ -193,7 +196,10 @@ def parse_table_spec(
     delimiter = get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise DataError(f"data.delimiter must be one character, got {delimiter!r}")
-    return TableSpec(fmt, delimiter, header, names, label["name"], positive, negative, columns, extra)
+    group = get("group")
+    if group is not None and (not isinstance(group, str) or group == label["name"]):
+        raise DataError(f"data.group must name a column other than the label, got {group!r}")
+    return TableSpec(fmt, delimiter, header, names, label["name"], positive, negative, columns, extra, group)
 
 
 def _parse_column(name: str, value: Any, min_count: int, transform: str, buckets: int) -> ColumnSpec:
@@ -266,12 +272,12 @@ def read_table(
 
 def _check_columns(path: Path, spec: TableSpec, present: list[str]) -> None:
     """Every declared column is in the file; undeclared ones are an error unless ``extra_columns: ignore``."""
-    missing = [c for c in [spec.label] + [c.name for c in spec.columns] if c not in present]
+    missing = [c for c in [spec.label, *(c.name for c in spec.columns), spec.group] if c and c not in present]
     if missing:
         raise DataError(
             f"{path}: no column {missing[0]!r} (declared in data.columns/data.label); the file has: {', '.join(present)}"
         )
-    declared = {spec.label, *(c.name for c in spec.columns)}
+    declared = {spec.label, spec.group, *(c.name for c in spec.columns)}
     extra = [c for c in present if c not in declared]
     if extra and spec.extra_columns == "error":
         raise DataError(
@@ -401,8 +407,9 @@ def _convert(
         for part in parts:
             cats[j] = codec.encode(part.cast(pa.binary()))
             j += 1
+    group = None if spec.group is None else codec.encode(_as_text(table.column(spec.group)).cast(pa.binary()))
     _report_problems(path, problems, on_bad_rows, report, unit)
-    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats)
+    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group)
     return batch.take(~bad) if bad.any() else batch
 
 

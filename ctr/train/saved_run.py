@@ -50,8 +50,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None) -> tuple[d
     model.to(device)
     tensors = load_eval_data(cfg, schema, data)
     batches = iterate_batches(tensors, cfg.train.eval_batch_size, shuffle=False, seed=0, epoch=0)
-    logits, labels = predict_logits(model, batches, device, cfg.train.precision)
-    return score(logits, labels), 1.0 / (1.0 + np.exp(-logits))
+    logits, labels, groups = predict_logits(model, batches, device, cfg.train.precision)
+    return score(logits, labels, groups), 1.0 / (1.0 + np.exp(-logits))
 
 
 def load_eval_data(cfg: RunConfig, schema: Schema, data: str | Path | None) -> Batch:
