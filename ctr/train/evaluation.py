@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from ctr.errors import CTRError
 from ctr.metrics import auc, calibration, group_auc, logloss
 from ctr.train.device import autocast
 from ctr.types import Batch
@@ -60,7 +61,14 @@ def score(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = No
 
 
 def evaluate(
-    model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, precision: str = "fp32"
+    model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, precision: str = "fp32", split: str = ""
 ) -> dict[str, float]:
-    """``{"auc", "logloss"}`` of ``model`` (in eval mode) over all ``batches`` of a split."""
-    return score(*predict_logits(model, batches, device, precision))
+    """:func:`score` of ``model`` (in eval mode) over all ``batches`` of a split.
+
+    Raises:
+        CTRError: the split cannot be scored (empty, or one class only: AUC is undefined), naming ``split``.
+    """
+    try:
+        return score(*predict_logits(model, batches, device, precision))
+    except ValueError as e:
+        raise CTRError(f"cannot score the {split or 'evaluation'} split: {e}") from None

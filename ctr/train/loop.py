@@ -68,7 +68,7 @@ def fit(
         seconds += stats.seconds
         samples += stats.samples
         if ctx.is_main:
-            valid = evaluate(core, data.eval_batches("valid"), device, tc.precision)
+            valid = evaluate(core, data.eval_batches("valid"), device, tc.precision, "valid")
             record = {
                 "epoch": epoch,
                 "step": stats.step,

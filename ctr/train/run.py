@@ -64,7 +64,9 @@ def train_run(
         result = fit(train_model, data, cfg, run_dir, ctx.device, hooks + diagnostics, ctx)
     results: dict[str, Any] = {}
     if ctx.is_main:
-        results = summarize(result, evaluate(model, data.eval_batches("test"), ctx.device, tc.precision), model, ctx)
+        results = summarize(
+            result, evaluate(model, data.eval_batches("test"), ctx.device, tc.precision, "test"), model, ctx
+        )
         run_dir.write_results(results)
     shutdown(ctx)
     return results
