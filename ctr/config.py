@@ -68,6 +68,7 @@ class DataConfig:
     on_bad_rows: str
     split_seed: int
     split: list[float]
+    split_by_time: str | None
     block_size: int
     streaming: bool
     shuffle_buffer: int

@@ -229,3 +229,35 @@ def test_group_column_flows_to_batches_and_results(tmp_path: Path) -> None:
     metrics, prob = evaluate_run(tmp_path / "run")
     assert metrics["gauc"] == pytest.approx(group_auc(test.label.numpy(), prob, test.group.numpy()), rel=1e-12)
     assert metrics["gauc"] == pytest.approx(results["test"]["gauc"], rel=1e-9)
+
+
+def test_temporal_split_puts_the_latest_rows_in_test_and_is_rebuilt_by_evaluate(tmp_path: Path) -> None:
+    """``data.split_by_time``: train holds the earliest rows, test the latest, cut at the time values where the
+    cumulative share reaches 0.8 and 0.9; rows are shuffled in the file, so the line order plays no part; the
+    run's test split is rebuilt from the raw file by the same rule."""
+    rng = np.random.default_rng(1)
+    hours = rng.permutation(np.repeat(np.arange(100), 20))  # 100 distinct hours x 20 rows, shuffled
+    lines = [
+        f"{i},{int(rng.random() < 0.3)},{1_400_000_000 + 3600 * h},{rng.integers(0, 9)}" for i, h in enumerate(hours)
+    ]
+    raw = write(tmp_path / "log.csv", lines, header="id,click,ts,item")
+    data = config_section(
+        "data",
+        path=str(raw),
+        cache_dir=str(tmp_path / "cache"),
+        format="csv",
+        label={"name": "click"},
+        columns={"id": "ignore", "ts": {"kind": "datetime", "format": "unix"}, "item": "categorical"},
+        split_by_time="ts",
+        min_count=1,
+    )
+    prepared = prepare_data(data, progress=False)
+    assert prepared.schema.rows == {"train": 1600, "valid": 200, "test": 200}
+    t1, t2 = prepared.schema.config["time_thresholds"]
+    assert (t1, t2) == (1_400_000_000 + 3600 * 79, 1_400_000_000 + 3600 * 89)
+    from ctr.data.prepare import encode_source_split
+
+    test = encode_source_split(prepared.schema, "test")
+    assert test.label.equal(load_split(prepared, "test").label) and len(test) == 200
+    with pytest.raises(DataError, match="must name a datetime or numeric column"):
+        spec(split_by_time="site")

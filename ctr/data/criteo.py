@@ -52,6 +52,8 @@ class RawBatch:
         int_missing: (NUM_INT, N) bool, True where the cell was empty.
         cats: (NUM_CAT, N) int64 categorical keys from :class:`KeyCodec`; 0 where the cell was empty.
         group: (N,) int64 key of each row's group column (declared tables with ``data.group``), or None.
+        time: (N,) float64 time of each row (declared tables with ``data.split_by_time``: seconds for a datetime
+            column, the value for a numeric one), or None.
     """
 
     lines: np.ndarray
@@ -60,6 +62,7 @@ class RawBatch:
     int_missing: np.ndarray
     cats: np.ndarray
     group: np.ndarray | None = None
+    time: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -67,8 +70,15 @@ class RawBatch:
     def take(self, rows: np.ndarray) -> RawBatch:
         """The rows selected by ``rows`` (a bool mask, an index array or a slice), in order."""
         group = None if self.group is None else self.group[rows]
+        time = None if self.time is None else self.time[rows]
         return RawBatch(
-            self.lines[rows], self.label[rows], self.ints[:, rows], self.int_missing[:, rows], self.cats[:, rows], group
+            self.lines[rows],
+            self.label[rows],
+            self.ints[:, rows],
+            self.int_missing[:, rows],
+            self.cats[:, rows],
+            group,
+            time,
         )
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -243,6 +244,8 @@ def write_prepared(
     # pass 1: fit on train rows; keep the parsed rows (and their split) in a temporary file
     single = "all" in files
     first = files["all"] if single else files["train"]
+    if single and table is not None and table.time_column is not None:
+        options["time_thresholds"] = time_thresholds(first, table, cfg.split, read, progress)
     inter = out / ".rows.tmp"
     with (
         open(inter, "wb") as sink,
@@ -250,11 +253,7 @@ def write_prepared(
         closing(read_rows_of(first, table, **read)) as raw,
     ):
         for raw_batch in raw:
-            split = (
-                assign_splits(raw_batch.lines, cfg.split_seed, cfg.split)
-                if single
-                else np.zeros(len(raw_batch), np.int8)
-            )
+            split = assign_rows(raw_batch, options) if single else np.zeros(len(raw_batch), np.int8)
             batch = factorize_batch(raw_batch)
             write_rows(sink, batch, split)
             encoder.partial_fit_factorized(batch, split == 0 if single else None)
@@ -265,6 +264,12 @@ def write_prepared(
     if rows["train"] == 0:
         detail = f"; {report.summary()}" if report.count else ""
         raise DataError(f"{first}: no train rows{detail}")
+    empty = [s for s in SPLITS if single and rows[s] == 0]
+    if empty and "time_thresholds" in options:
+        raise DataError(
+            f"{first}: the temporal split leaves no {empty[0]} rows (too few distinct values of "
+            f"{table.time_column!r} for the fractions {cfg.split}); change data.split or use the line split"
+        )
     fields = encoder.finish()
 
     # pass 2: encode the kept rows into the split files (and, for a directory, the valid and test files)
@@ -544,7 +549,12 @@ def encode_raw(
     with closing(read_rows_of(Path(path), table, **read)) as batches:
         for batch in batches:
             if split is not None:
-                batch = batch.take(assign_splits(batch.lines, split_seed, split_fracs) == SPLITS.index(split))
+                rule = (
+                    schema.config
+                    if "time_thresholds" in schema.config
+                    else {"split_seed": split_seed, "split": split_fracs}
+                )
+                batch = batch.take(assign_rows(batch, rule) == SPLITS.index(split))
             parts.append(encoder.transform(batch))
     if report.count:
         if not any(len(p) for p in parts):
@@ -563,6 +573,47 @@ def encode_source_split(schema: Schema, split: str, on_bad_rows: str | None = No
         return encode_raw(Path(src["path"]) / files[split]["name"], schema, on_bad_rows=on_bad)
     cfg = schema.config
     return encode_raw(src["path"], schema, split, cfg["split_seed"], cfg["split"], on_bad_rows=on_bad)
+
+
+# ---------------------------------------------------------------------------------------------------- splits
+
+
+def assign_rows(batch: RawBatch, rule: dict[str, Any]) -> np.ndarray:
+    """(N,) int8 split of each row of a single raw file: by its time against ``rule["time_thresholds"]`` (train
+    up to the first, valid up to the second, test after) or by a seeded hash of its line number."""
+    if "time_thresholds" in rule:
+        return np.searchsorted(np.asarray(rule["time_thresholds"]), batch.time, side="left").astype(np.int8)
+    return assign_splits(batch.lines, rule["split_seed"], rule["split"])
+
+
+def time_thresholds(
+    path: Path, table: TableSpec, fractions: Sequence[float], read: dict[str, Any], progress: bool
+) -> list[float]:
+    """The time values at which the cumulative share of rows first reaches the train and train + valid fractions.
+
+    One extra streaming pass counts the rows per distinct time value (memory grows with distinct times, not rows);
+    rows sharing a time value stay in one split, so the shares are as close to the fractions as the data allows.
+    """
+    times: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    held = 0
+    with _bar(progress, f"times {path.name}") as bar, closing(read_rows_of(path, table, **read)) as batches:
+        for batch in batches:
+            t, c = np.unique(batch.time, return_counts=True)
+            times.append(t)
+            counts.append(c)
+            held += len(t)
+            if held > 1 << 20:
+                merged = pd.Series(np.concatenate(counts)).groupby(np.concatenate(times)).sum()
+                times, counts, held = [merged.index.to_numpy()], [merged.to_numpy()], len(merged)
+            bar.update(len(batch))
+    if not times:
+        raise DataError(f"{path}: no rows to split by time")
+    merged = pd.Series(np.concatenate(counts)).groupby(np.concatenate(times)).sum()
+    cum = np.cumsum(merged.to_numpy()) / merged.sum()
+    frac = np.asarray(fractions, dtype=np.float64) / np.sum(fractions)
+    cuts = np.searchsorted(cum, np.cumsum(frac)[:2] - 1e-12, side="left")
+    return [float(merged.index[min(c, len(merged) - 1)]) for c in cuts]
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -88,6 +88,7 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     extra_columns: str
     group: str | None = None
+    time_column: str | None = None
 
     @property
     def numeric(self) -> list[ColumnSpec]:
@@ -127,6 +128,7 @@ class TableSpec:
             "columns": {c.name: _column_dict(c) for c in self.columns},
             "extra_columns": self.extra_columns,
             "group": self.group,
+            "split_by_time": self.time_column,
         }
 
 
@@ -199,7 +201,11 @@ def parse_table_spec(
     group = get("group")
     if group is not None and (not isinstance(group, str) or group == label["name"]):
         raise DataError(f"data.group must name a column other than the label, got {group!r}")
-    return TableSpec(fmt, delimiter, header, names, label["name"], positive, negative, columns, extra, group)
+    time = get("split_by_time")
+    kinds = {c.name: c.kind for c in columns}
+    if time is not None and kinds.get(time) not in ("datetime", "numeric"):
+        raise DataError(f"data.split_by_time {time!r} must name a datetime or numeric column of data.columns")
+    return TableSpec(fmt, delimiter, header, names, label["name"], positive, negative, columns, extra, group, time)
 
 
 def _parse_column(name: str, value: Any, min_count: int, transform: str, buckets: int) -> ColumnSpec:
@@ -394,6 +400,15 @@ def _convert(
         arr = table.column(col.name)
         ints[j], missing[j], not_number = _numbers(arr)
         flag(not_number, col.name, lambda i, arr=arr: f"{_cell(arr, i)!r} is not a number")
+    time = None
+    if spec.time_column is not None:
+        time_spec = next(c for c in spec.columns if c.name == spec.time_column)
+        arr = table.column(time_spec.name)
+        if time_spec.kind == "numeric":
+            time, no_time, unparsed = _numbers(arr)
+        else:
+            time, no_time, unparsed = _seconds(arr, time_spec)
+        flag(no_time & ~unparsed, time_spec.name, lambda i: "no time value (data.split_by_time needs one per row)")
     cats = np.zeros((len(spec.categorical_names), n), dtype=np.int64)
     j = 0
     for col in spec.categorical:
@@ -409,7 +424,7 @@ def _convert(
             j += 1
     group = None if spec.group is None else codec.encode(_as_text(table.column(spec.group)).cast(pa.binary()))
     _report_problems(path, problems, on_bad_rows, report, unit)
-    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group)
+    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time)
     return batch.take(~bad) if bad.any() else batch
 
 
@@ -463,8 +478,16 @@ def _numbers(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, n
         return np.where(missing | bad, 0.0, parsed), missing, bad
 
 
-def _datetime_parts(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[list[pa.Array], np.ndarray]:
-    """The derived parts of a datetime column as strings ("" where missing) and the rows that did not parse."""
+def _seconds(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seconds since the epoch as float64, missing, did not parse) of a datetime column."""
+    ts, missing, unparsed = _timestamps(arr, col)
+    seconds = pc.fill_null(pc.cast(pc.cast(ts, pa.timestamp("s")), pa.int64()), 0)
+    return seconds.to_numpy(zero_copy_only=False).astype(np.float64), missing, unparsed
+
+
+def _timestamps(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Timestamps of a datetime column (null where missing or unparseable), missing, and the rows that did not
+    parse."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_timestamp(arr.type):
@@ -473,12 +496,18 @@ def _datetime_parts(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[l
         text = _as_text(arr)
         missing = pc.equal(text, "").to_numpy(zero_copy_only=False)
         if col.format == "unix":
-            seconds, _, _ = _numbers(text)
+            seconds, _, not_number = _numbers(text)
             ts = pa.array(seconds.astype("int64"), pa.int64()).cast(pa.timestamp("s"))
-            ts = pc.if_else(pa.array(missing), pa.scalar(None, pa.timestamp("s")), ts)
+            ts = pc.if_else(pa.array(missing | not_number), pa.scalar(None, pa.timestamp("s")), ts)
         else:
             ts = pc.strptime(pc.if_else(missing, None, text), format=col.format, unit="s", error_is_null=True)
     unparsed = ts.is_null().to_numpy(zero_copy_only=False) & ~missing
+    return ts, missing, unparsed
+
+
+def _datetime_parts(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[list[pa.Array], np.ndarray]:
+    """The derived parts of a datetime column as strings ("" where missing) and the rows that did not parse."""
+    ts, _, unparsed = _timestamps(arr, col)
     weekday = pc.day_of_week(ts)  # Monday = 0
     values = {
         "hour": pc.hour(ts),
