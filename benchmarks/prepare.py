@@ -19,6 +19,11 @@ Command::
     python benchmarks/prepare.py                      # N = 1M and 4M, 3 repeats, files in /tmp/ctr_bench
     python benchmarks/prepare.py --rows 1000000 --repeats 5 --dir /data/bench
     python benchmarks/prepare.py --rows 1000000 --decimal-categories   # categorical values of 1-7 characters
+    python benchmarks/prepare.py --rows 1000000 --avazu   # a headered CSV of Avazu's shape, the avazu preset
+
+With ``--avazu`` the file is a generated headered CSV with Avazu's 24 columns (an id, the label, a YYMMDDHH hour,
+21 categorical columns of hex ids and small integers) and prepare uses the ``avazu`` preset; the references read
+it comma-separated with its header.
 """
 
 from __future__ import annotations
@@ -46,16 +51,19 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(mode: str, path: str, cache: str) -> None:
+def child(mode: str, path: str, cache: str, dataset: str) -> None:
     """Run one measurement in this (fresh) process and print its JSON."""
     sys.path.insert(0, str(ROOT))
-    if mode in ("read", "stream"):  # pyarrow's defaults, tab-delimited, no header: whole file or streamed
+    if mode in ("read", "stream"):  # pyarrow's defaults (Criteo: tab-delimited, no header): whole file or streamed
         import pyarrow.csv as pacsv
 
-        options = dict(
-            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-            parse_options=pacsv.ParseOptions(delimiter="\t"),
-        )
+        if dataset == "avazu":
+            options = {}
+        else:
+            options = dict(
+                read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                parse_options=pacsv.ParseOptions(delimiter="\t"),
+            )
         start, cpu = time.perf_counter(), _cpu_seconds()
         if mode == "read":
             rows = pacsv.read_csv(path, **options).num_rows
@@ -69,7 +77,9 @@ def child(mode: str, path: str, cache: str) -> None:
         from ctr.data.prepare import prepare_data
 
         start, cpu = time.perf_counter(), _cpu_seconds()
-        prepared = prepare_data(dataclasses.replace(load_config().data, path=path, cache_dir=cache), progress=False)
+        sets = [] if dataset == "criteo" else [f"data.dataset={dataset}"]
+        data = load_config([], sets).data
+        prepared = prepare_data(dataclasses.replace(data, path=path, cache_dir=cache), progress=False)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         rows = sum(prepared.schema.rows.values())
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "peak_rss_mib": peak_rss_mib()}))
@@ -81,13 +91,13 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
-def measure(mode: str, path: Path, repeats: int) -> dict[str, float]:
+def measure(mode: str, path: Path, repeats: int, dataset: str = "criteo") -> dict[str, float]:
     best: dict[str, float] = {}
     for i in range(repeats + 1):  # run 0 warms up and is not counted (see the module docstring)
         cache = tempfile.mkdtemp(prefix="ctr_bench_cache_")
         try:
             out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, str(path), cache],
+                [sys.executable, __file__, "--child", mode, str(path), cache, dataset],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -120,6 +130,63 @@ def decimal_categories(path: Path) -> Path:
     return out
 
 
+def avazu_shaped(path: Path, rows: int, seed: int) -> Path:
+    """A headered CSV of ``rows`` rows with Avazu's columns and value shapes (cached at ``path``)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if path.exists():
+        return path
+    print(f"generating {path} ...", file=sys.stderr)
+    rng = np.random.default_rng(seed)
+
+    def hex_ids(vocab: int) -> pa.Array:  # Zipf-like draws from ``vocab`` 8-hex-digit ids
+        ranks = np.minimum(rng.zipf(1.3, rows) - 1, vocab - 1)
+        return pa.array(np.char.mod("%08x", (ranks * 2654435761) % (1 << 32)))
+
+    def small(values: list[int]) -> pa.Array:
+        return pa.array(rng.choice(values, rows).astype(str))
+
+    cols = {
+        "id": pa.array(rng.integers(10**18, 10**19 - 1, rows, dtype=np.uint64).astype(str)),
+        "click": pa.array((rng.random(rows) < 0.17).astype(np.int8).astype(str)),
+        "hour": pa.array((14100000 + rng.integers(21, 31, rows) * 100 + rng.integers(0, 24, rows)).astype(str)),
+        "C1": small([1001, 1002, 1005, 1007, 1008, 1010, 1012]),
+        "banner_pos": small([0, 1, 2, 3, 4, 5, 7]),
+    }
+    for name, vocab in [
+        ("site_id", 4737),
+        ("site_domain", 7745),
+        ("site_category", 26),
+        ("app_id", 8552),
+        ("app_domain", 559),
+        ("app_category", 36),
+        ("device_id", 2686408),
+        ("device_ip", 6729486),
+        ("device_model", 8251),
+    ]:
+        cols[name] = hex_ids(vocab)
+    cols["device_type"] = small([0, 1, 2, 4, 5])
+    cols["device_conn_type"] = small([0, 2, 3, 5])
+    for name, vocab in [
+        ("C14", 2626),
+        ("C15", 8),
+        ("C16", 9),
+        ("C17", 435),
+        ("C18", 4),
+        ("C19", 68),
+        ("C20", 172),
+        ("C21", 60),
+    ]:
+        cols[name] = pa.array((np.minimum(rng.zipf(1.5, rows), vocab) * 7 + 15).astype(str))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pacsv.write_csv(pa.table(cols), tmp, pacsv.WriteOptions(quoting_style="none"))
+    tmp.rename(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
@@ -131,7 +198,8 @@ def main() -> None:
         action="store_true",
         help="write the categorical values as decimal numbers (1-7 characters) instead of 8 hex digits",
     )
-    parser.add_argument("--child", nargs=3, metavar=("MODE", "PATH", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument("--avazu", action="store_true", help="a headered CSV of Avazu's shape, prepared by its preset")
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "PATH", "CACHE", "DATASET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -140,16 +208,20 @@ def main() -> None:
     from ctr.data.generate import generate_criteo
 
     results = []
+    dataset = "avazu" if args.avazu else "criteo"
     for n in args.rows:
-        path = Path(args.dir) / f"criteo_{n}_seed{args.seed}.txt"
-        if not path.exists():
-            print(f"generating {path} ...", file=sys.stderr)
-            generate_criteo(path, n, seed=args.seed)
+        if args.avazu:
+            path = avazu_shaped(Path(args.dir) / f"avazu_{n}_seed{args.seed}.csv", n, args.seed)
+        else:
+            path = Path(args.dir) / f"criteo_{n}_seed{args.seed}.txt"
+            if not path.exists():
+                print(f"generating {path} ...", file=sys.stderr)
+                generate_criteo(path, n, seed=args.seed)
         if args.decimal_categories:
             path = decimal_categories(path)
-        read = measure("read", path, args.repeats)
-        stream = measure("stream", path, args.repeats)
-        prep = measure("prepare", path, args.repeats)
+        read = measure("read", path, args.repeats, dataset)
+        stream = measure("stream", path, args.repeats, dataset)
+        prep = measure("prepare", path, args.repeats, dataset)
         results.append(
             {
                 "rows": n,
