@@ -1,4 +1,5 @@
 """Interaction blocks against direct (loop) formulas."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctr.nn.attention import InteractingLayer, SelfAttentionStack
+from ctr.errors import ConfigError
+from ctr.nn.attention import InteractingLayer, SelfAttentionStack, TransformerLayer, TransformerStack
 from ctr.nn.cin import CIN
 from ctr.nn.cross import CrossNet, CrossNetV2
 from ctr.nn.gating import BilinearFusion, FeatureGating, MaskBlock
@@ -65,11 +67,13 @@ def test_senet_reweights_fields(e: torch.Tensor) -> None:
 # ------------------------------------------------------------------------------------------------------------ CIN
 
 
-def cin_direct(cin: CIN, x0: torch.Tensor, norm=None) -> torch.Tensor:
-    """X^k_h = sum_{i,j} W^{k,h}_{ij} (X^{k-1}_i * X^0_j), written with explicit loops; p^k_h = sum_d X^k_h."""
+def cin_direct(cin: CIN, x0: torch.Tensor, norm=None, split_half: bool = False) -> torch.Tensor:
+    """X^k_h = sum_{i,j} W^{k,h}_{ij} (X^{k-1}_i * X^0_j), written with explicit loops; p^k_h = sum_d X^k_h.
+    With ``split_half`` (the released xDeepFM code), maps 0 .. H_k/2 - 1 of every layer but the last go on to the
+    next layer and maps H_k/2 .. H_k - 1 to the output; the last layer's maps all go to the output."""
     m = x0.shape[1]
     xk, pooled = x0, []
-    for linear in cin.linears:
+    for k, linear in enumerate(cin.linears):
         w = linear.weight  # (H_k, H_{k-1} * m), column index i * m + j
         nxt = torch.zeros(x0.shape[0], w.shape[0], x0.shape[2])
         for h in range(w.shape[0]):
@@ -78,8 +82,13 @@ def cin_direct(cin: CIN, x0: torch.Tensor, norm=None) -> torch.Tensor:
                     nxt[:, h] += w[h, i * m + j] * xk[:, i] * x0[:, j]
         if norm is not None:  # statistics over the H_k maps at each position d
             nxt = norm(nxt.transpose(1, 2)).transpose(1, 2)
-        xk = nxt
-        pooled.append(xk.sum(-1))
+        if split_half and k < len(cin.linears) - 1:
+            half = w.shape[0] // 2
+            xk = nxt[:, :half]
+            pooled.append(nxt[:, half:].sum(-1))
+        else:
+            xk = nxt
+            pooled.append(xk.sum(-1))
     return torch.cat(pooled, dim=1)
 
 
@@ -88,6 +97,25 @@ def test_cin_matches_direct_formula(e: torch.Tensor) -> None:
     cin = CIN(NF, D, [3, 2])
     assert cin.out_dim == 5
     torch.testing.assert_close(cin(e), cin_direct(cin, e), atol=ATOL, rtol=1e-5)
+
+
+def test_cin_split_half_matches_direct_loop(e: torch.Tensor) -> None:
+    torch.manual_seed(2)
+    cin = CIN(NF, D, [4, 6, 3], split_half=True)
+    assert [lin.in_features for lin in cin.linears] == [NF * NF, 2 * NF, 3 * NF]  # H_{k-1} / 2 maps go on
+    assert cin.out_dim == 2 + 3 + 3
+    torch.testing.assert_close(cin(e), cin_direct(cin, e, split_half=True), atol=ATOL, rtol=1e-5)
+    ln = lambda x: F.layer_norm(x, x.shape[-1:])  # noqa: E731
+    normed = CIN(NF, D, [4, 2], norm="ln_simple", split_half=True)  # the norm sees all H_k maps, then the split
+    torch.testing.assert_close(normed(e), cin_direct(normed, e, ln, split_half=True), atol=1e-4, rtol=1e-4)
+
+
+def test_cin_split_half_needs_even_hidden_layers() -> None:
+    with pytest.raises(
+        ConfigError, match=r"cin_layers \[3, 2\]: with split_half every layer but the last must be even"
+    ):
+        CIN(NF, D, [3, 2], split_half=True)
+    assert CIN(NF, D, [4, 3], split_half=True).out_dim == 2 + 3  # the last layer may be odd
 
 
 def test_cin_norm_takes_stats_over_feature_maps(e: torch.Tensor) -> None:
@@ -155,7 +183,7 @@ def test_cross_v2_low_rank_and_mixture_match_formula() -> None:
     expected = x0.clone()
     for k in range(3):
         inner = torch.tanh(torch.tanh(x0 @ layer.v[k].weight.T) @ layer.c[k].weight.T)
-        expected = expected + gates[:, k:k + 1] * x0 * (inner @ layer.u[k].weight.T + layer.u[k].bias)
+        expected = expected + gates[:, k : k + 1] * x0 * (inner @ layer.u[k].weight.T + layer.u[k].bias)
     torch.testing.assert_close(mix(x0), expected, atol=ATOL, rtol=1e-5)
 
 
@@ -178,7 +206,7 @@ def test_attention_matches_per_head_formula(e: torch.Tensor) -> None:
     heads = []
     for h in range(2):
         sl = slice(2 * h, 2 * h + 2)
-        att = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / 2 ** 0.5, dim=-1)  # (B, F, F)
+        att = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / 2**0.5, dim=-1)  # (B, F, F)
         heads.append(att @ v[..., sl])
     expected = F.relu(torch.cat(heads, -1) + F.relu(layer.res(e)))
     torch.testing.assert_close(layer(e), expected, atol=ATOL, rtol=1e-5)
@@ -249,6 +277,106 @@ def test_attention_pre_is_scale_invariant_without_residual(e: torch.Tensor) -> N
     torch.testing.assert_close(layer(10 * e), layer(e), atol=1e-4, rtol=1e-4)
 
 
+# ---------------------------------------------------------------------------------------------------- transformer
+
+A = 4  # transformer width (2 heads of 2)
+
+
+def mha_direct(layer: TransformerLayer, x: torch.Tensor) -> torch.Tensor:
+    """Multi-head self-attention written per head: softmax(q k^T / sqrt(d_h)) v, heads concatenated, W_O."""
+    q, k, v = layer.qkv(x).split(A, dim=-1)  # (B, F, A) each
+    heads = []
+    for h in range(2):
+        sl = slice(2 * h, 2 * h + 2)
+        att = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / 2**0.5, dim=-1)  # (B, F, F)
+        heads.append(att @ v[..., sl])
+    return layer.out(torch.cat(heads, dim=-1))
+
+
+def ffn_direct(layer: TransformerLayer, x: torch.Tensor) -> torch.Tensor:
+    return layer.ffn2(F.relu(layer.ffn1(x)))
+
+
+def ln_direct(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over A with per-field gains and biases, from the definition."""
+    mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    return (x - mu) / torch.sqrt(var + 1e-5) * norm.weight + norm.bias
+
+
+def _transformer(position: str, in_dim: int = A) -> TransformerStack:
+    torch.manual_seed(13)
+    stack = TransformerStack(NF, in_dim, A, layers=2, heads=2, ffn_dim=6, norm={"name": "ln", "position": position})
+    with torch.no_grad():
+        for name, p in stack.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)  # gains and biases away from 1 and 0
+    return stack
+
+
+def test_transformer_post_ln_matches_hand_written_forward() -> None:
+    """Post-LN: x = LN(x + MHA(x)); x = LN(x + FFN(x)), no final norm."""
+    x = torch.randn(B, NF, A)
+    stack = _transformer("post")
+    h = x
+    for layer in stack.layers:
+        h = ln_direct(layer.norm1, h + mha_direct(layer, h))
+        h = ln_direct(layer.norm2, h + ffn_direct(layer, h))
+    assert isinstance(stack.final_norm, torch.nn.Identity)
+    torch.testing.assert_close(stack(x), h, atol=ATOL, rtol=1e-5)
+
+
+def test_transformer_pre_ln_matches_hand_written_forward() -> None:
+    """Pre-LN: x = x + MHA(LN(x)); x = x + FFN(LN(x)), then a final LN."""
+    x = torch.randn(B, NF, A)
+    stack = _transformer("pre")
+    h = x
+    for layer in stack.layers:
+        h = h + mha_direct(layer, ln_direct(layer.norm1, h))
+        h = h + ffn_direct(layer, ln_direct(layer.norm2, h))
+    torch.testing.assert_close(stack(x), ln_direct(stack.final_norm, h), atol=ATOL, rtol=1e-5)
+
+
+def test_transformer_residual_is_the_identity() -> None:
+    """With the output projection and the FFN's last Linear at 0, a pre layer returns its input unchanged."""
+    x = torch.randn(B, NF, A) * 3
+    for position, expected in (("pre", x), ("post", None)):
+        layer = _transformer(position).layers[0]
+        with torch.no_grad():
+            for lin in (layer.out, layer.ffn2):
+                lin.weight.zero_(), lin.bias.zero_()
+        if expected is None:  # post: the identity path passes through both norms
+            expected = ln_direct(layer.norm2, ln_direct(layer.norm1, x))
+        torch.testing.assert_close(layer(x), expected, atol=ATOL, rtol=1e-5)
+
+
+def test_transformer_positions_agree_without_norm_and_project_other_widths() -> None:
+    x = torch.randn(B, NF, D)  # D = 3 != A: a bias-free projection to A first
+    torch.manual_seed(14)
+    post = TransformerStack(NF, D, A, layers=2, heads=2, ffn_dim=6, norm={"name": "none", "position": "post"})
+    pre = TransformerStack(NF, D, A, layers=2, heads=2, ffn_dim=6, norm={"name": "none", "position": "pre"})
+    pre.load_state_dict(post.state_dict())
+    torch.testing.assert_close(pre(x), post(x))
+    assert post.project.weight.shape == (A, D) and post.project.bias is None
+    h = x @ post.project.weight.T
+    for layer in post.layers:
+        h = h + mha_direct(layer, h)
+        h = h + ffn_direct(layer, h)
+    torch.testing.assert_close(post(x), h, atol=ATOL, rtol=1e-5)
+
+
+def test_transformer_wn_reparametrises_every_linear() -> None:
+    stack = TransformerStack(NF, D, A, layers=1, heads=2, ffn_dim=6, norm={"name": "wn", "position": "pre"})
+    layer = stack.layers[0]
+    for lin in (stack.project, layer.qkv, layer.out, layer.ffn1, layer.ffn2):
+        assert hasattr(lin, "parametrizations")
+    assert all(isinstance(m, torch.nn.Identity) for m in (layer.norm1, layer.norm2, stack.final_norm))
+
+
+def test_transformer_width_must_split_into_heads() -> None:
+    with pytest.raises(ConfigError, match="attention width 5 is not divisible by 2 heads"):
+        TransformerLayer(NF, 5, heads=2, ffn_dim=4)
+
+
 # --------------------------------------------------------------------------------------------------------- gating
 
 
@@ -277,5 +405,7 @@ def test_bilinear_fusion_matches_head_loop() -> None:
     fusion = BilinearFusion(4, 6, heads=2)
     expected = fusion.w1(o1).squeeze(-1) + fusion.w2(o2).squeeze(-1)
     for h in range(2):
-        expected = expected + torch.einsum("bi,ij,bj->b", o1[:, 2 * h:2 * h + 2], fusion.w12[h], o2[:, 3 * h:3 * h + 3])
+        expected = expected + torch.einsum(
+            "bi,ij,bj->b", o1[:, 2 * h : 2 * h + 2], fusion.w12[h], o2[:, 3 * h : 3 * h + 3]
+        )
     torch.testing.assert_close(fusion(o1, o2), expected, atol=ATOL, rtol=1e-5)

@@ -3,6 +3,7 @@
 Each case builds the model on the tiny schema, checks finite (B,) logits, a finite gradient on every parameter,
 and that the mean BCE loss falls over 20 Adam steps on one fixed batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,12 +17,23 @@ from ctr.config import STAGES, load_config, shipped_configs
 from ctr.errors import ConfigError
 from ctr.models import build_model, get_model, list_models
 from ctr.models.base import model_spec
-from ctr.nn.norm import list_norms
+from ctr.nn.norm import NORMS, list_norms, parse_norm
 
 DIM = 4
 # tiny values for whichever of these options a model has; widths even so that gn (2 groups) divides them
-TINY = {"hidden": [8], "hidden2": [8], "gate_hidden": [8], "cin_layers": [4, 4], "cross_layers": 2,
-        "attention_layers": 2, "attention_dim": 8, "heads": 2, "num_blocks": 2, "block_dim": 8}
+TINY = {
+    "hidden": [8],
+    "hidden2": [8],
+    "gate_hidden": [8],
+    "cin_layers": [4, 4],
+    "cross_layers": 2,
+    "attention_layers": 2,
+    "attention_dim": 8,
+    "heads": 2,
+    "num_blocks": 2,
+    "block_dim": 8,
+    "ffn_dim": 8,
+}
 # option variants that change a model's structure, each run without a norm and with wn on the relevant stage
 VARIANTS = [
     ("dcnv2", {"structure": "stacked"}, "cross"),
@@ -33,6 +45,10 @@ VARIANTS = [
     ("fibinet", {"bilinear_type": "field_each"}, "mlp"),
     ("finalmlp", {"use_gating": False, "fusion_heads": 2}, "mlp"),
     ("autoint", {"residual": False, "projection_relu": False}, "attention"),
+    ("autoint", {"block": "transformer"}, "attention"),
+    ("autoint_plus", {"block": "transformer"}, "attention"),
+    ("masknet", {"head_norm": True}, "mlp"),
+    ("xdeepfm", {"split_half": False}, "cin"),
 ]
 
 
@@ -43,7 +59,9 @@ def tiny_options(name: str, **extra) -> dict:
 
 def build(name: str, options: dict | None = None, **norm):
     torch.manual_seed(0)
-    return build_model(tiny_schema(), *model_config(name, DIM, tiny_options(name) if options is None else options, **norm))
+    return build_model(
+        tiny_schema(), *model_config(name, DIM, tiny_options(name) if options is None else options, **norm)
+    )
 
 
 def check_trains(model: torch.nn.Module, steps: int = 20, lr: float = 1e-2) -> None:
@@ -72,18 +90,26 @@ def _cases() -> list:
     cases = []
     for name in list_models():
         stages = get_model(name).stages
-        cases.append(pytest.param(name, {}, id=f"{name}-none"))
+        cases.append(pytest.param(name, {}, id=f"{name}-defaults"))  # the shipped configs/models/<name>.yaml norms
+        if any(parse_norm(getattr(load_config([], [f"model.name={name}"]).norm, s), s).name != "none" for s in stages):
+            cases.append(pytest.param(name, {s: "none" for s in stages}, id=f"{name}-none"))
         for stage in stages:
             for norm in list_norms():
                 if norm != "none":
                     cases.append(pytest.param(name, {stage: norm}, id=f"{name}-{stage}={norm}"))
         for norm in list_norms():
             if "mlp" in stages and norm != "none":
-                cases.append(pytest.param(name, {"mlp": {"name": norm, "position": "post_act"}},
-                                          id=f"{name}-mlp={norm}-post_act"))
+                cases.append(
+                    pytest.param(
+                        name, {"mlp": {"name": norm, "position": "post_act"}}, id=f"{name}-mlp={norm}-post_act"
+                    )
+                )
             if "attention" in stages:
-                cases.append(pytest.param(name, {"attention": {"name": norm, "position": "pre"}},
-                                          id=f"{name}-attention={norm}-pre"))
+                cases.append(
+                    pytest.param(
+                        name, {"attention": {"name": norm, "position": "pre"}}, id=f"{name}-attention={norm}-pre"
+                    )
+                )
     return cases
 
 
@@ -92,7 +118,9 @@ def test_model_norm_stage(name: str, norm: dict) -> None:
     check_trains(build(name, **norm))
 
 
-@pytest.mark.parametrize("name,options,stage", VARIANTS, ids=[n + "-" + ",".join(f"{k}={v}" for k, v in o.items()) for n, o, _ in VARIANTS])
+@pytest.mark.parametrize(
+    "name,options,stage", VARIANTS, ids=[n + "-" + ",".join(f"{k}={v}" for k, v in o.items()) for n, o, _ in VARIANTS]
+)
 @pytest.mark.parametrize("norm", ["none", "wn", "ln", "gn"])  # gn: odd inner widths (rank 3) must not matter
 def test_model_variants(name: str, options: dict, stage: str, norm: str) -> None:
     check_trains(build(name, tiny_options(name, **options), **{stage: norm}))
@@ -107,12 +135,26 @@ def test_default_config_loads_and_trains(name: str) -> None:
 
 
 def test_normdnn_preset() -> None:
+    """The published protocol family: numeric values embedded, Adam 1e-4, batch 1024, up to 10 epochs with early
+    stopping, emb 10, MLP 400-400-400 with parameter-free VO-LN."""
     cfg = load_config([shipped_configs() / "presets" / "normdnn.yaml"])
     assert cfg.model.name == "dnn"
+    assert cfg.data.numeric_transform == "log_standard"
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs, cfg.train.patience) == (1e-4, 1024, 10, 2)
+    assert cfg.model.embed_dim == 10 and cfg.model.options["hidden"] == [400, 400, 400]
     torch.manual_seed(0)
     model = build_model(tiny_schema(), cfg.model, cfg.norm)
     assert model.embed.categorical_norm.scope == "dim"
+    vo = [m for m in model.mlp.modules() if isinstance(m, NORMS.get("vo_ln"))]
+    assert len(vo) == 3 and all(not list(m.parameters()) for m in vo)
     check_trains(model, steps=30, lr=1e-3)  # embeddings start at std 0.01: slower to fit a batch than unit scale
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_options_have_no_defaults_in_code(name: str) -> None:
+    """Model defaults live only in configs/models/<name>.yaml."""
+    for f in dataclasses.fields(get_model(name).Options):
+        assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (name, f.name)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -26,7 +26,10 @@ def roles_of(norm):
     return {role: {name for name, _ in ps} for role, ps in param_roles(m).items()}, m
 
 
-@pytest.mark.parametrize("norm", ["bn", "ln", "vo_ln", "rms", "gn"])
+AFFINE_VO_LN = {"name": "vo_ln", "affine": True}  # vo_ln has no parameters by default
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln", AFFINE_VO_LN, "rms", "gn", "noisy_bn", "lp_bn", "mean_only"])
 def test_norm_parameters_get_their_own_group(norm):
     roles, model = roles_of(norm)
     assert roles["norm"], "norm gains/biases must be found"
@@ -38,7 +41,7 @@ def test_norm_parameters_get_their_own_group(norm):
     assert sum(map(len, roles.values())) == len(every)
 
 
-@pytest.mark.parametrize("norm", ["bn", "ln", "vo_ln", "rms", "gn", "wn"])
+@pytest.mark.parametrize("norm", ["bn", "ln", AFFINE_VO_LN, "rms", "gn", "wn", "noisy_bn", "lp_bn", "mean_only"])
 def test_embedding_stage_norm_parameters_are_norm_not_embedding(norm):
     """Gains and biases of the numeric/categorical stage norms are decayed by norm_weight_decay, never by
     embedding_weight_decay: the embedding group holds exactly the tables and per-field embedding vectors."""

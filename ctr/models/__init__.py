@@ -1,4 +1,5 @@
 """The model zoo: one model per file, registered by name (file name == registry name == configs/models/<name>.yaml)."""
+
 from __future__ import annotations
 
 import importlib

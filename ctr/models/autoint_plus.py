@@ -1,4 +1,5 @@
 """AutoInt+ (Song et al., CIKM 2019): AutoInt jointly trained with a deep network."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ class AutoIntPlusOptions(AutoIntOptions, MLPOptions):
     """AutoInt's options plus the MLP (paper: 2 x 200 ReLU)."""
 
 
-
 @register_model("autoint_plus")
 class AutoIntPlus(AutoInt):
     """AutoInt+ (Song et al. 2019): the AutoInt logit plus an MLP's logit over the flattened embeddings."""
@@ -27,8 +27,14 @@ class AutoIntPlus(AutoInt):
     def __init__(self, schema: Schema, spec: ModelSpec[AutoIntPlusOptions]) -> None:
         super().__init__(schema, spec)
         embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
-        self.mlp = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"],
-                       options.dropout, options.activation, out_dim=1)
+        self.mlp = MLP(
+            self.embed.num_fields * embed_dim,
+            options.hidden,
+            norms["mlp"],
+            options.dropout,
+            options.activation,
+            out_dim=1,
+        )
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""

@@ -1,4 +1,5 @@
 """The model base class: declared stages, per-model options, construction from a config. Nothing else."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ class ModelSpec(Generic[OptionsT]):
 
 def field_embedding(schema: Schema, spec: ModelSpec[EmbeddingOptions]) -> FieldEmbedding:
     """The field embedding of a model: its ``numeric`` and ``categorical`` norm stages, ``options.embed_init_std``."""
-    return FieldEmbedding(schema, spec.embed_dim, spec.norms["numeric"], spec.norms["categorical"],
-                          init_std=spec.options.embed_init_std)
+    return FieldEmbedding(
+        schema, spec.embed_dim, spec.norms["numeric"], spec.norms["categorical"], init_std=spec.options.embed_init_std
+    )
 
 
 class CTRModel(nn.Module):
@@ -115,4 +117,3 @@ def build_model(schema: Schema, model: ModelConfig, norm: NormConfig) -> CTRMode
     """Look up ``model.name`` in the registry and build it for ``schema``."""
     spec = model_spec(model, norm)
     return MODELS.get(spec.name)(schema, spec)
-

@@ -1,4 +1,5 @@
 """Deep & Cross Network (Wang, Fu, Fu, Wang, ADKDD 2017, "Deep & Cross Network for Ad Click Predictions")."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """DCN-V2 (Wang et al., WWW 2021, "DCN V2: Improved Deep & Cross Network and Practical Lessons for Web-scale
 Learning to Rank Systems")."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,7 @@ class DCNV2(CTRModel):
         self.mlp = None
         out = width
         if options.structure != "crossnet_only":
-            self.mlp = MLP(width, options.hidden, norms["mlp"], options.dropout,
-                           options.activation)
+            self.mlp = MLP(width, options.hidden, norms["mlp"], options.dropout, options.activation)
             out = self.mlp.out_dim + (width if options.structure == "parallel" else 0)
         elif not norms["mlp"].is_none:
             raise ConfigError(f"norm.mlp={norms['mlp'].name}: dcnv2 with structure crossnet_only has no MLP")

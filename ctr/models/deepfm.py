@@ -1,4 +1,5 @@
 """DeepFM (Guo et al., IJCAI 2017, "DeepFM: A Factorization-Machine based Neural Network for CTR Prediction")."""
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -23,8 +24,14 @@ class DeepFM(CTRModel):
         self.embed = field_embedding(schema, spec)
         self.linear = LinearTerm(schema)
         self.fm = FM()
-        self.mlp = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"],
-                       options.dropout, options.activation, out_dim=1)
+        self.mlp = MLP(
+            self.embed.num_fields * embed_dim,
+            options.hidden,
+            norms["mlp"],
+            options.dropout,
+            options.activation,
+            out_dim=1,
+        )
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""

@@ -1,4 +1,5 @@
 """A plain deep network over the concatenated field embeddings (the NormDNN base)."""
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -20,8 +21,14 @@ class DNN(CTRModel):
         super().__init__(schema, spec)
         embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
         self.embed = field_embedding(schema, spec)
-        self.mlp = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"],
-                       options.dropout, options.activation, out_dim=1)
+        self.mlp = MLP(
+            self.embed.num_fields * embed_dim,
+            options.hidden,
+            norms["mlp"],
+            options.dropout,
+            options.activation,
+            out_dim=1,
+        )
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""

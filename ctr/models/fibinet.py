@@ -1,5 +1,6 @@
 """FiBiNET (Huang, Zhang, Zhang, RecSys 2019, "FiBiNET: Combining Feature Importance and Bilinear feature
 Interaction for Click-Through Rate Prediction")."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ class FiBiNET(CTRModel):
         self.senet = SENet(f, options.reduction_ratio)
         self.bilinear_e = Bilinear(f, embed_dim, options.bilinear_type)
         self.bilinear_v = Bilinear(f, embed_dim, options.bilinear_type)
-        self.mlp = MLP(2 * self.bilinear_e.out_dim, options.hidden, norms["mlp"],
-                       options.dropout, options.activation, out_dim=1)
+        self.mlp = MLP(
+            2 * self.bilinear_e.out_dim, options.hidden, norms["mlp"], options.dropout, options.activation, out_dim=1
+        )
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""

@@ -1,4 +1,5 @@
 """FinalMLP (Mao et al., AAAI 2023, "FinalMLP: An Enhanced Two-Stream MLP Model for CTR Prediction")."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

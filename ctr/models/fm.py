@@ -1,4 +1,5 @@
 """Factorization machine (Rendle, ICDM 2010, "Factorization Machines")."""
+
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,4 +1,5 @@
 """Logistic regression: the first-order baseline."""
+
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,4 +1,5 @@
 """PNN, inner-product variant (Qu et al., ICDM 2016, "Product-based Neural Networks for User Response Prediction")."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,14 @@ class PNN(CTRModel):
         self.embed = field_embedding(schema, spec)
         f = self.embed.num_fields
         self.inner = InnerProduct(f)
-        self.mlp = MLP(f * embed_dim + self.inner.out_dim, options.hidden, norms["mlp"],
-                       options.dropout, options.activation, out_dim=1)
+        self.mlp = MLP(
+            f * embed_dim + self.inner.out_dim,
+            options.hidden,
+            norms["mlp"],
+            options.dropout,
+            options.activation,
+            out_dim=1,
+        )
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""

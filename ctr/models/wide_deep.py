@@ -1,4 +1,5 @@
 """Wide & Deep (Cheng et al., DLRS 2016, "Wide & Deep Learning for Recommender Systems")."""
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -25,8 +26,14 @@ class WideDeep(CTRModel):
         embed_dim, options, norms = spec.embed_dim, spec.options, spec.norms
         self.embed = field_embedding(schema, spec)
         self.wide = LinearTerm(schema)
-        self.deep = MLP(self.embed.num_fields * embed_dim, options.hidden, norms["mlp"],
-                        options.dropout, options.activation, out_dim=1)
+        self.deep = MLP(
+            self.embed.num_fields * embed_dim,
+            options.hidden,
+            norms["mlp"],
+            options.dropout,
+            options.activation,
+            out_dim=1,
+        )
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""

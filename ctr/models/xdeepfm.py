@@ -1,5 +1,6 @@
 """xDeepFM (Lian et al., KDD 2018, "xDeepFM: Combining Explicit and Implicit Feature Interactions for Recommender
 Systems")."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,9 +16,11 @@ from ctr.types import Batch, Schema
 
 @dataclass
 class XDeepFMOptions(MLPOptions):
-    """CIN feature maps per layer (paper, Criteo: 200 x 3) and the DNN (paper: 400-400)."""
+    """CIN feature maps per layer (paper, Criteo: 200 x 3), ``split_half`` (:class:`ctr.nn.cin.CIN`) and the DNN
+    (paper: 400-400)."""
 
     cin_layers: list[int]
+    split_half: bool
 
 
 @register_model("xdeepfm")
@@ -33,10 +36,9 @@ class XDeepFM(CTRModel):
         self.embed = field_embedding(schema, spec)
         f = self.embed.num_fields
         self.linear = LinearTerm(schema)
-        self.cin = CIN(f, embed_dim, options.cin_layers, norms["cin"])
+        self.cin = CIN(f, embed_dim, options.cin_layers, norms["cin"], options.split_half)
         self.cin_out = nn.Linear(self.cin.out_dim, 1)
-        self.mlp = MLP(f * embed_dim, options.hidden, norms["mlp"], options.dropout,
-                       options.activation, out_dim=1)
+        self.mlp = MLP(f * embed_dim, options.hidden, norms["mlp"], options.dropout, options.activation, out_dim=1)
 
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""

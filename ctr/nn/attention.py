@@ -12,7 +12,11 @@ projections and no norm; the code adds a LayerNorm after the ReLU. Norm position
   last layer; the residual path never passes through a norm.
 
 With ``norm = none`` both positions compute the same function. ``wn`` weight-normalises every projection instead.
+AutoInt's ``pre`` layer has no identity path (its residual is a projection inside the ReLU);
+:class:`TransformerLayer` is the standard layer with identity residuals in Xiong et al.'s Pre-LN and Post-LN
+layouts, for the question their analysis asks.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -37,8 +41,17 @@ class InteractingLayer(nn.Module):
         dropout: dropout on the attention weights.
     """
 
-    def __init__(self, num_fields: int, in_dim: int, out_dim: int, heads: int = 2, norm: NormSpec | str = "none",
-                 projection_relu: bool = True, residual: bool = True, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_fields: int,
+        in_dim: int,
+        out_dim: int,
+        heads: int = 2,
+        norm: NormSpec | str = "none",
+        projection_relu: bool = True,
+        residual: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if out_dim % heads:
             raise ConfigError(f"attention width {out_dim} is not divisible by {heads} heads")
@@ -59,8 +72,12 @@ class InteractingLayer(nn.Module):
         """(B, F, in_dim) -> (B, F, out_dim)."""
         b, f, _ = x.shape
         h = self.norm(x) if self.position == "pre" else x
-        q, k, v = self._project(self.qkv, h).view(b, f, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, F, A/heads)
-        att = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)  # (B, heads, F, A/heads)
+        q, k, v = (
+            self._project(self.qkv, h).view(b, f, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        )  # 3 x (B, heads, F, A/heads)
+        att = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, heads, F, A/heads)
         y = att.transpose(1, 2).reshape(b, f, -1)  # (B, F, A)
         if self.res is not None:
             y = y + self._project(self.res, x)
@@ -79,16 +96,23 @@ class SelfAttentionStack(nn.Module):
         norm: the ``attention`` stage norm and its position, ``post`` or ``pre``.
     """
 
-    def __init__(self, num_fields: int, in_dim: int, layer_dims: list[int], heads: int = 2,
-                 norm: NormSpec | str = "none", projection_relu: bool = True, residual: bool = True,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_fields: int,
+        in_dim: int,
+        layer_dims: list[int],
+        heads: int = 2,
+        norm: NormSpec | str = "none",
+        projection_relu: bool = True,
+        residual: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         spec = parse_norm(norm, "attention")
         self.layers = nn.ModuleList()
         width = in_dim
         for a in layer_dims:
-            self.layers.append(InteractingLayer(num_fields, width, a, heads, spec, projection_relu,
-                                                residual, dropout))
+            self.layers.append(InteractingLayer(num_fields, width, a, heads, spec, projection_relu, residual, dropout))
             width = a
         pre = spec.position == "pre" and not spec.reparametrizes and layer_dims
         self.final_norm = spec.build((num_fields, width)) if pre else nn.Identity()
@@ -99,3 +123,107 @@ class SelfAttentionStack(nn.Module):
         for layer in self.layers:
             e = layer(e)
         return self.final_norm(e)
+
+
+class TransformerLayer(nn.Module):
+    """A Transformer encoder layer over fields with identity residuals, in Xiong et al.'s two layouts (Xiong et al.
+    2020, "On Layer Normalization in the Transformer Architecture", arXiv 2002.04745, section 3):
+
+    * ``post`` (Post-LN): ``x = Norm(x + MHA(x)); x = Norm(x + FFN(x))``;
+    * ``pre`` (Pre-LN): ``x = x + MHA(Norm(x)); x = x + FFN(Norm(x))`` (the stack adds one final ``Norm``).
+
+    ``MHA`` is standard multi-head self-attention (Q, K, V and output projections, no ReLU), ``FFN(x) =
+    W2 ReLU(W1 x + b1) + b2``. Unlike AutoInt's layer, the residual is the identity, which Xiong et al.'s
+    gradient analysis rests on, so the width A is the same in and out. Linear weights start Xavier-uniform and
+    biases at 0 (the initialisation of that analysis). ``wn`` weight-normalises every Linear instead of a norm.
+
+    Args:
+        num_fields: F.
+        width: A, the residual stream's width.
+        heads: number of heads; must divide A.
+        ffn_dim: FFN hidden width.
+        norm: the ``attention`` stage norm and its position; shape (F, A).
+        dropout: dropout on the attention weights.
+    """
+
+    def __init__(
+        self, num_fields: int, width: int, heads: int, ffn_dim: int, norm: NormSpec | str = "none", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if width % heads:
+            raise ConfigError(f"attention width {width} is not divisible by {heads} heads")
+        spec = parse_norm(norm, "attention")
+        self.heads, self.position, self.dropout = heads, spec.position, dropout
+        linears = [
+            nn.Linear(width, 3 * width),
+            nn.Linear(width, width),
+            nn.Linear(width, ffn_dim),
+            nn.Linear(ffn_dim, width),
+        ]
+        for layer in linears:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.qkv, self.out, self.ffn1, self.ffn2 = (spec.reparametrize(layer) for layer in linears)
+        self.norm1, self.norm2 = (
+            nn.Identity() if spec.reparametrizes else spec.build((num_fields, width)) for _ in range(2)
+        )
+
+    def attend(self, x: Tensor) -> Tensor:
+        """MHA(x): (B, F, A) -> (B, F, A)."""
+        b, f, _ = x.shape
+        q, k, v = self.qkv(x).view(b, f, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, F, A/heads)
+        att = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(att.transpose(1, 2).reshape(b, f, -1))  # (B, F, A)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """FFN(x): (B, F, A) -> (B, F, A)."""
+        return self.ffn2(F.relu(self.ffn1(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, F, A) -> (B, F, A)."""
+        if self.position == "pre":
+            x = x + self.attend(self.norm1(x))
+            return x + self.feed_forward(self.norm2(x))
+        x = self.norm1(x + self.attend(x))
+        return self.norm2(x + self.feed_forward(x))
+
+
+class TransformerStack(nn.Module):
+    """Transformer layers (:class:`TransformerLayer`) over the field embeddings, plus the final norm of ``pre``.
+
+    Args:
+        num_fields: F.
+        in_dim: D, the embedding width; a bias-free Linear projects D to A when they differ.
+        width: A.
+        layers: number of layers.
+        heads, ffn_dim, dropout: per layer.
+        norm: the ``attention`` stage norm and its position, ``post`` or ``pre``.
+    """
+
+    def __init__(
+        self,
+        num_fields: int,
+        in_dim: int,
+        width: int,
+        layers: int,
+        heads: int = 2,
+        ffn_dim: int = 64,
+        norm: NormSpec | str = "none",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        spec = parse_norm(norm, "attention")
+        self.project = spec.reparametrize(nn.Linear(in_dim, width, bias=False)) if in_dim != width else nn.Identity()
+        self.layers = nn.ModuleList(
+            TransformerLayer(num_fields, width, heads, ffn_dim, spec, dropout) for _ in range(layers)
+        )
+        pre = spec.position == "pre" and not spec.reparametrizes and layers
+        self.final_norm = spec.build((num_fields, width)) if pre else nn.Identity()
+        self.out_dim = width
+
+    def forward(self, e: Tensor) -> Tensor:
+        """(B, F, D) -> (B, F, A)."""
+        x = self.project(e)
+        for layer in self.layers:
+            x = layer(x)
+        return self.final_norm(x)

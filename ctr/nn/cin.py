@@ -1,9 +1,11 @@
 """Compressed Interaction Network (xDeepFM, Lian et al., KDD 2018), with the ``cin`` stage norm."""
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from ctr.errors import ConfigError
 from ctr.nn.norm import NormSpec, parse_norm
 
 
@@ -22,32 +24,50 @@ class CIN(nn.Module):
     would make the CIN output identically 0). The normalised maps feed both the pooling and the next layer.
     ``wn`` weight-normalises each layer's Linear (one gain per output feature map) instead.
 
+    ``split_half`` (the released code of Lian et al., github.com/Leavingseason/xDeepFM, ``exDeepFM.py``,
+    ``_build_extreme_FM`` with ``direct=False``): every layer but the last sends its first H_k / 2 maps to the next
+    layer and its other H_k / 2 maps to the output (sum pooling); the last layer sends all its maps to the output.
+    So layer k + 1 sees H_k / 2 maps and the output has sum_{k<T} H_k / 2 + H_T values. Without it (the paper's
+    formula) every map of every layer goes to both.
+
     Args:
         num_fields: F.
         dim: D.
-        layer_sizes: H_1, ..., H_T.
-        norm: the ``cin`` stage norm.
+        layer_sizes: H_1, ..., H_T (all but the last even with ``split_half``).
+        norm: the ``cin`` stage norm (on each layer's H_k maps, before the split).
+        split_half: split each hidden layer's maps between the next layer and the output.
     """
 
-    def __init__(self, num_fields: int, dim: int, layer_sizes: list[int], norm: NormSpec | str = "none") -> None:
+    def __init__(
+        self, num_fields: int, dim: int, layer_sizes: list[int], norm: NormSpec | str = "none", split_half: bool = False
+    ) -> None:
         super().__init__()
         spec = parse_norm(norm, "cin")
+        if split_half and any(h % 2 for h in layer_sizes[:-1]):
+            raise ConfigError(f"model.cin_layers {layer_sizes}: with split_half every layer but the last must be even")
         self.linears, self.norms = nn.ModuleList(), nn.ModuleList()
-        prev = num_fields
-        for h in layer_sizes:
+        self.split_half = split_half
+        prev, out = num_fields, 0
+        for k, h in enumerate(layer_sizes):
             linear, norm_layer = spec.apply(nn.Linear(prev * num_fields, h, bias=False), (dim, h))
             self.linears.append(linear)
             self.norms.append(norm_layer)
-            prev = h
-        self.out_dim = sum(layer_sizes)
+            last = k == len(layer_sizes) - 1
+            prev = h // 2 if split_half else h
+            out += h if last or not split_half else h // 2
+        self.out_dim = out
 
     def forward(self, x0: Tensor) -> Tensor:
-        """(B, F, D) -> (B, sum_k H_k): the sum-pooled feature maps of every layer, concatenated."""
+        """(B, F, D) -> (B, out_dim): the sum-pooled output maps of every layer, concatenated."""
         x0 = x0.transpose(1, 2)  # (B, D, F)
         xk = x0
         pooled = []
-        for linear, norm in zip(self.linears, self.norms):
+        for k, (linear, norm) in enumerate(zip(self.linears, self.norms)):
             z = (xk.unsqueeze(-1) * x0.unsqueeze(-2)).flatten(2)  # (B, D, H_{k-1}, F) -> (B, D, H_{k-1} * F)
-            xk = norm(linear(z))  # (B, D, H_k)
-            pooled.append(xk.sum(dim=1))  # (B, H_k)
-        return torch.cat(pooled, dim=1)  # (B, sum H_k)
+            h = norm(linear(z))  # (B, D, H_k)
+            if self.split_half and k < len(self.linears) - 1:
+                xk, direct = h.chunk(2, dim=-1)  # (B, D, H_k / 2) each: to the next layer, to the output
+            else:
+                xk = direct = h
+            pooled.append(direct.sum(dim=1))  # (B, H_k or H_k / 2)
+        return torch.cat(pooled, dim=1)  # (B, out_dim)

@@ -3,6 +3,7 @@
 Every cross layer's output (the residual sum, shape (F*D,)) passes through ``norm.cross``:
 ``x_{l+1} = Norm(cross_l(x_l) + x_l)``. ``wn`` weight-normalises the layer's weights instead.
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,8 +61,14 @@ class CrossNetV2(nn.Module):
         num_experts: K experts per layer (only with ``low_rank``).
     """
 
-    def __init__(self, in_dim: int, num_layers: int, norm: NormSpec | str = "none", low_rank: int | None = None,
-                 num_experts: int = 1) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        num_layers: int,
+        norm: NormSpec | str = "none",
+        low_rank: int | None = None,
+        num_experts: int = 1,
+    ) -> None:
         super().__init__()
         spec = parse_norm(norm, "cross")
         self.layers, self.norms = nn.ModuleList(), nn.ModuleList()
@@ -103,7 +110,8 @@ class _CrossV2Layer(nn.Module):
         """x0, x: (B, in_dim) -> (B, in_dim)."""
         if not self.mixture:
             return x0 * self.w(x)  # (B, in_dim)
-        experts = torch.stack([x0 * u(torch.tanh(c(torch.tanh(v(x))))) for v, c, u in zip(self.v, self.c, self.u)],
-                              dim=1)  # (B, K, in_dim)
+        experts = torch.stack(
+            [x0 * u(torch.tanh(c(torch.tanh(v(x))))) for v, c, u in zip(self.v, self.c, self.u)], dim=1
+        )  # (B, K, in_dim)
         gates = torch.softmax(self.gate(x), dim=-1)  # (B, K)
         return (gates.unsqueeze(-1) * experts).sum(dim=1)  # (B, in_dim)

@@ -1,4 +1,5 @@
 """Multiplicative gating blocks: MaskNet's MaskBlock and FinalMLP's feature gating and bilinear fusion."""
+
 from __future__ import annotations
 
 import torch
@@ -25,9 +26,16 @@ class MaskBlock(nn.Module):
         norm, dropout, activation: the hidden layer's, as in :class:`ctr.nn.mlp.MLP`.
     """
 
-    def __init__(self, emb_dim: int, in_dim: int, out_dim: int, reduction_ratio: float = 1.0,
-                 norm: NormSpec | str = "none", dropout: float = 0.0,
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        emb_dim: int,
+        in_dim: int,
+        out_dim: int,
+        reduction_ratio: float = 1.0,
+        norm: NormSpec | str = "none",
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         agg = max(1, int(in_dim * reduction_ratio))
         self.mask = nn.Sequential(nn.Linear(emb_dim, agg), nn.ReLU(), nn.Linear(agg, in_dim))

@@ -3,6 +3,7 @@
 P = F (F - 1) / 2 is the number of field pairs ``i < j``, enumerated in ``torch.triu_indices`` order
 (row-major: (0, 1), (0, 2), ..., (1, 2), ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -64,8 +65,9 @@ class SENet(nn.Module):
     def __init__(self, num_fields: int, reduction_ratio: int = 3) -> None:
         super().__init__()
         reduced = max(1, num_fields // reduction_ratio)
-        self.excitation = nn.Sequential(nn.Linear(num_fields, reduced, bias=False), nn.ReLU(),
-                                        nn.Linear(reduced, num_fields, bias=False), nn.ReLU())
+        self.excitation = nn.Sequential(
+            nn.Linear(num_fields, reduced, bias=False), nn.ReLU(), nn.Linear(reduced, num_fields, bias=False), nn.ReLU()
+        )
 
     def forward(self, e: Tensor) -> Tensor:
         """(B, F, D) -> (B, F, D)."""

@@ -1,4 +1,5 @@
 """A multi-layer perceptron whose norm and its position are chosen by spec."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -7,8 +8,14 @@ from ctr.nn.norm import NormSpec, parse_norm
 from ctr.registry import Registry
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
-for _name, _cls in {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "prelu": nn.PReLU,
-                    "identity": nn.Identity}.items():
+for _name, _cls in {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "prelu": nn.PReLU,
+    "identity": nn.Identity,
+}.items():
     ACTIVATIONS.register(_name)(_cls)
 
 
@@ -25,8 +32,15 @@ class MLP(nn.Module):
         out_dim: if set, a final plain Linear to this width (no norm, no activation).
     """
 
-    def __init__(self, in_dim: int, hidden: list[int], norm: NormSpec | str = "none", dropout: float = 0.0,
-                 activation: str = "relu", out_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: list[int],
+        norm: NormSpec | str = "none",
+        dropout: float = 0.0,
+        activation: str = "relu",
+        out_dim: int | None = None,
+    ) -> None:
         super().__init__()
         spec = parse_norm(norm, "mlp")
         layers: list[nn.Module] = []

@@ -1,9 +1,10 @@
 """Every normalization, built the same way: ``Norm(shape, **options)``; forward maps ``(B, *shape)`` to itself.
 
-Per-example norms (``ln``, ``ln_simple``, ``vo_ln``, ``rms``, ``gn``) take statistics over the **last axis** of
-``shape`` and hold gains/biases of the full ``shape``; so ``shape = (F, D)`` is a per-field norm with per-field
-parameters, and ``shape = (F * D,)`` a norm across all fields. ``bn`` takes statistics over the batch for every
-element of ``shape``. ``wn`` re-parametrises the weights of the stage's Linear layers (see :class:`WeightNorm`).
+Per-example norms (``ln``, ``ln_simple``, ``vo_ln``, ``mean_only``, ``rms``, ``gn``) take statistics over the
+**last axis** of ``shape`` and hold gains/biases of the full ``shape``; so ``shape = (F, D)`` is a per-field norm
+with per-field parameters, and ``shape = (F * D,)`` a norm across all fields. Batch norms (``bn``, ``noisy_bn``,
+``lp_bn``: subclasses of :class:`BatchNorm`) take statistics over the batch for every element of ``shape``. ``wn``
+re-parametrises weights instead of activations (see :class:`WeightNorm`).
 
 Configs name a norm per stage as a string (``"vo_ln"``) or a mapping (``{name: bn, momentum: 0.01}``);
 :func:`parse_norm` turns either into a validated :class:`NormSpec` once, and blocks call ``spec.build(shape)`` or
@@ -11,9 +12,11 @@ Configs name a norm per stage as a string (``"vo_ln"``) or a mapping (``{name: b
 embedding tables' init std at embedding stages: see :class:`EmbeddingNorm`). The formulas and their sources are
 in ``docs/normalization.md``.
 """
+
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -42,7 +45,9 @@ class _PerExample(nn.Module):
 
     param_roles = {"weight": "norm", "bias": "norm"}  # optimizer group of each parameter (ctr.train.optim)
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float, gain: bool, bias: bool, init_gain: float = 1.0) -> None:
+    def __init__(
+        self, shape: int | tuple[int, ...], eps: float, gain: bool, bias: bool, init_gain: float = 1.0
+    ) -> None:
         super().__init__()
         self.shape, self.eps = _shape(shape), eps
         self.weight = nn.Parameter(torch.full(self.shape, init_gain)) if gain else None
@@ -87,8 +92,14 @@ class BatchNorm(nn.Module):
 
     param_roles = {"bn.weight": "norm", "bn.bias": "norm"}
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
-                 init_gain: float = 1.0) -> None:
+    def __init__(
+        self,
+        shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        init_gain: float = 1.0,
+    ) -> None:
         super().__init__()
         self.shape = _shape(shape)
         self.bn = nn.BatchNorm1d(math.prod(self.shape), eps=eps, momentum=momentum, affine=affine)
@@ -112,11 +123,167 @@ class BatchNorm(nn.Module):
         self.fresh = False  # loaded running statistics are kept
 
 
+@NORMS.register("noisy_bn")
+class NoisyBatchNorm(BatchNorm):
+    """BatchNorm with noise on its normalised output in training (the "noisy BatchNorm" of Santurkar, Tsipras,
+    Ilyas, Madry 2018, "How Does Batch Normalization Help Optimization?", NeurIPS, arXiv 1805.11604).
+
+    The paper injects noise "from a non-zero mean and non-unit variance distribution" that "changes at each time
+    step" after each BatchNorm, so that every layer's input distribution moves from step to step (simulated
+    internal covariate shift) while BatchNorm's normalisation stays. Its exact noise distributions and ranges
+    (its appendix) could not be checked here, so this is an approximation with the scales as options. At every
+    training step, fresh for each element ``j`` of ``shape``, ``m_j ~ U(-noise_mean, noise_mean)`` and
+    ``s_j ~ U(1, noise_std)`` are drawn, and with ``z = (x - mean_B) / sqrt(var_B + eps)``:
+
+    * ``per_unit`` (default): ``y = g * (s_j * z + m_j) + b``: each unit's batch statistics are moved to mean
+      ``m_j`` and std ``s_j`` (multiplicative and additive noise on the statistics; the same for every example).
+    * ``per_example``: ``y = g * (z + xi) + b`` with ``xi ~ N(m_j, s_j^2)`` drawn independently for every
+      example and unit (additive i.i.d. noise whose mean and variance change every step).
+
+    The noise sits on ``z``, before the gain and bias, so that its size is relative to the layer's scale (gains
+    start at the embedding init std at embedding stages). The running statistics are updated from the clean batch
+    statistics, and eval mode is exactly ``bn``'s (running statistics, no noise). The first-batch warm start and
+    the ``fresh`` flag are :class:`BatchNorm`'s. Other args as :class:`BatchNorm`.
+    """
+
+    MODES = ("per_unit", "per_example")
+
+    def __init__(
+        self,
+        shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        init_gain: float = 1.0,
+        noise_mean: float = 0.5,
+        noise_std: float = 1.5,
+        mode: str = "per_unit",
+    ) -> None:
+        super().__init__(shape, eps, momentum, affine, init_gain)
+        if mode not in self.MODES:
+            raise ConfigError(f"noisy_bn: mode '{mode}' is not one of: {', '.join(self.MODES)}")
+        if noise_mean < 0 or noise_std < 1:
+            raise ConfigError(f"noisy_bn: need noise_mean >= 0 and noise_std >= 1, got {noise_mean}, {noise_std}")
+        self.noise_mean, self.noise_std, self.mode = noise_mean, noise_std, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, *shape) -> (B, *shape)."""
+        if not self.training:
+            return super().forward(x)
+        bn = self.bn
+        x2 = x.reshape(x.shape[0], -1)  # (B, N)
+        momentum = 1.0 if self.fresh else bn.momentum  # first training batch: running stats := its stats
+        z = F.batch_norm(x2, bn.running_mean, bn.running_var, None, None, True, momentum, bn.eps)  # (B, N)
+        bn.num_batches_tracked.add_(1)
+        self.fresh = False
+        n = z.shape[1]
+        m = (torch.rand(n, device=z.device) * 2 - 1).mul_(self.noise_mean).to(z.dtype)  # (N,)
+        s = (1 + torch.rand(n, device=z.device) * (self.noise_std - 1)).to(z.dtype)  # (N,)
+        if self.mode == "per_unit":
+            y = z * s + m
+        else:
+            y = z + m + s * torch.randn_like(z)
+        if bn.affine:
+            y = y * bn.weight + bn.bias
+        return y.reshape(x.shape)
+
+
+@functools.lru_cache(maxsize=64)
+def gaussian_max_abs(n: int) -> float:
+    """``E[max(|Z_1|, ..., |Z_n|)]`` for i.i.d. standard normal ``Z``: the integral over ``t >= 0`` of
+    ``P(max > t) = 1 - erf(t / sqrt(2))^n`` (trapezoid rule on [0, 12]; the tail beyond 12 is below 1e-30 n)."""
+    t = torch.linspace(0.0, 12.0, 48001, dtype=torch.float64)
+    return float(torch.trapezoid(1 - torch.erf(t / math.sqrt(2)) ** n, t))
+
+
+@NORMS.register("lp_bn")
+class LpBatchNorm(BatchNorm):
+    """BatchNorm that divides by a scale from the ``p``-norm of the centred batch instead of its standard deviation
+    (Hoffer, Banner, Golan, Soudry 2018, "Norm matters: efficient and accurate normalization schemes in deep
+    networks", arXiv 1803.01814; the l1/l2/l-inf schemes of Santurkar et al. 2018 differ by constant factors if
+    their norms are of the centred batch, which is not verified).
+
+    Per element of ``shape``, over the batch of ``n`` values with mean ``mu``:
+    ``y = g * (x - mu) / sqrt(S^2 + eps) + b`` with
+
+    * ``p = 1``: ``S = sqrt(pi / 2) * mean |x - mu|``: equals the std for Gaussian data (``E|x - mu| = sigma
+      sqrt(2 / pi)``), the constant of Hoffer et al.'s L1 batch norm;
+    * ``p = 2``: ``S = sqrt(mean (x - mu)^2)``: the batch std, so ``lp_bn`` with ``p: 2`` is ``bn``;
+    * ``p = inf``: ``S = max |x - mu| / E[max of n |N(0, 1)|]`` (:func:`gaussian_max_abs`): equals the std in
+      expectation for Gaussian data, up to the O(1/n) effect of centring by the batch mean. Hoffer et al.'s released
+      code (their L-inf batch norm with k = 1) divides instead by ``2 sqrt(2 ln n) / (1 + sqrt(pi ln 4))``, the
+      harmonic mean of a lower and an upper bound of that expectation, which gives about 1.42 sigma at n = 1024:
+      a starting scale that differs from ``bn``'s would confound the comparison this control is for.
+
+    ``eps`` sits inside the square root as in ``bn`` (Hoffer et al.'s code adds it to S). The running statistics
+    follow ``bn``: mean and ``S^2 * n / (n - 1)`` (for ``p = 2`` PyTorch's unbiased running variance), warm-started
+    from the first training batch; eval mode is ``bn``'s ``(x - running_mean) / sqrt(running_var + eps)``.
+
+    Args:
+        p: ``1``, ``2`` or ``inf`` (a number or the string ``"inf"``).
+        eps, momentum, affine, init_gain: as :class:`BatchNorm`.
+    """
+
+    P_VALUES = {"1": 1.0, "2": 2.0, "inf": math.inf}
+
+    def __init__(
+        self,
+        shape: int | tuple[int, ...],
+        p: str = "2",
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        init_gain: float = 1.0,
+    ) -> None:
+        super().__init__(shape, eps, momentum, affine, init_gain)
+        key = str(p).lower()
+        if isinstance(p, (int, float)) and not isinstance(p, bool):
+            key = "inf" if math.isinf(p) else str(int(p)) if float(p).is_integer() else key
+        if key not in self.P_VALUES:
+            raise ConfigError(f"lp_bn: p={p!r} is not one of: 1, 2, inf")
+        self.p = self.P_VALUES[key]
+
+    def scale(self, centred: Tensor) -> Tensor:
+        """S of each column of ``centred`` (n, N): (N,)."""
+        a = centred.abs()
+        if self.p == 1:
+            return a.mean(0) * math.sqrt(math.pi / 2)
+        if self.p == 2:
+            return a.pow(2).mean(0).sqrt()
+        return a.amax(0) / gaussian_max_abs(centred.shape[0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, *shape) -> (B, *shape)."""
+        if not self.training:
+            return super().forward(x)
+        bn = self.bn
+        x2 = x.reshape(x.shape[0], -1).float()  # (B, N)
+        n = x2.shape[0]
+        mu = x2.mean(0)  # (N,)
+        c = x2 - mu  # (B, N)
+        s2 = self.scale(c).pow(2)  # (N,)
+        with torch.no_grad():
+            momentum = 1.0 if self.fresh else bn.momentum
+            bn.running_mean.lerp_(mu.detach(), momentum)
+            bn.running_var.lerp_(s2.detach() * n / max(n - 1, 1), momentum)
+            bn.num_batches_tracked.add_(1)
+        self.fresh = False
+        y = (c * torch.rsqrt(s2 + bn.eps)).to(x.dtype)
+        if bn.affine:
+            y = y * bn.weight + bn.bias
+        return y.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 @NORMS.register("ln")
 class LayerNorm(_PerExample):
     """LayerNorm: ``(x - mean) / sqrt(var + eps) * g + b``, mean and (biased) var over the last axis."""
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, init_gain: float = 1.0) -> None:
+    def __init__(
+        self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, init_gain: float = 1.0
+    ) -> None:
         super().__init__(shape, eps, affine, affine, init_gain)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -136,16 +303,19 @@ class SimpleLayerNorm(LayerNorm):
 
 @NORMS.register("vo_ln")
 class VarianceOnlyLayerNorm(_PerExample):
-    """Variance-only LayerNorm (Wang et al. 2020, "Correct Normalization Matters"): ``x / sqrt(var + eps) * g + b``.
+    """Variance-only LayerNorm, VO-LN (Wang, She, Zhang, Zhang 2020, "Correct Normalization Matters", arXiv
+    2006.12753): LayerNorm without its bias, its gain **and** its re-centring: ``x / sqrt(var + eps)``.
 
     The variance is taken around the mean over the last axis, but the numerator is not re-centred; this is not
-    RMSNorm, whose denominator is ``mean(x^2) = var + mean^2``. ``affine=False`` drops gain and bias,
-    ``bias=False`` only the bias.
+    RMSNorm, whose denominator is ``mean(x^2) = var + mean^2``. No parameters by default, as the project's source
+    notes define VO-LN (the paper's full text was not available: ``docs/normalization.md``); ``affine=True`` gives
+    the affine variant ``g * x / sqrt(var + eps) + b`` (gain from ``init_gain``, bias 0).
     """
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, bias: bool = True,
-                 init_gain: float = 1.0) -> None:
-        super().__init__(shape, eps, affine, affine and bias, init_gain)
+    def __init__(
+        self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = False, init_gain: float = 1.0
+    ) -> None:
+        super().__init__(shape, eps, affine, affine, init_gain)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, *shape) -> (B, *shape)."""
@@ -154,11 +324,30 @@ class VarianceOnlyLayerNorm(_PerExample):
         return self._affine((xf * torch.rsqrt(var + self.eps)).to(x.dtype))
 
 
+@NORMS.register("mean_only")
+class MeanOnlyNorm(_PerExample):
+    """Re-centring without scaling: ``x - mean(x) + b`` over the last axis (a control for VO-LN: VO-LN keeps the
+    division and drops the re-centring, this keeps the re-centring and drops the division; NormDNN's claim is that
+    the variance is what matters). ``bias=False`` drops ``b``."""
+
+    def __init__(self, shape: int | tuple[int, ...], bias: bool = True) -> None:
+        super().__init__(shape, 0.0, False, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, *shape) -> (B, *shape)."""
+        return self._affine(x - x.mean(dim=-1, keepdim=True))
+
+    def extra_repr(self) -> str:
+        return f"{self.shape}, bias={self.bias is not None}"
+
+
 @NORMS.register("rms")
 class RMSNorm(_PerExample):
     """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x^2) + eps) * g`` over the last axis."""
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, init_gain: float = 1.0) -> None:
+    def __init__(
+        self, shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True, init_gain: float = 1.0
+    ) -> None:
         super().__init__(shape, eps, affine, False, init_gain)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -172,8 +361,14 @@ class RMSNorm(_PerExample):
 class GroupNorm(_PerExample):
     """GroupNorm (Wu & He 2018) over the last axis: LayerNorm within each of ``groups`` contiguous groups."""
 
-    def __init__(self, shape: int | tuple[int, ...], groups: int = 2, eps: float = 1e-5, affine: bool = True,
-                 init_gain: float = 1.0) -> None:
+    def __init__(
+        self,
+        shape: int | tuple[int, ...],
+        groups: int = 2,
+        eps: float = 1e-5,
+        affine: bool = True,
+        init_gain: float = 1.0,
+    ) -> None:
         super().__init__(shape, eps, affine, affine, init_gain)
         if groups < 1 or self.shape[-1] % groups:
             raise ConfigError(f"gn: groups={groups} must divide the normalised width {self.shape[-1]}")
@@ -188,25 +383,22 @@ class GroupNorm(_PerExample):
 
 @NORMS.register("wn")
 class WeightNorm(nn.Module):
-    """WeightNorm (Salimans & Kingma 2016): ``w = g * v / ||v||`` for each output unit of a Linear layer.
+    """WeightNorm (Salimans & Kingma 2016): ``w = g * v / ||v||``, a magnitude and a direction per weight vector.
 
-    Stages that own Linear layers (MLP, cross, CIN, attention) re-parametrise those weights through
-    :meth:`NormSpec.apply` and add no activation norm. At embedding stages the looked-up vectors *are* weight
-    rows, so this module normalises each one over the last axis to unit L2 norm and scales it by a learned gain
-    ``g`` of ``shape`` (per field and dim): the per-row reparametrisation applied only to the rows in the batch,
-    which costs O(B F D) instead of O(vocab D) per step.
+    ``wn`` acts on weights, so as an activation norm this module is the identity. Stages that own Linear layers
+    (MLP, cross, CIN, attention) re-parametrise those weights through :meth:`NormSpec.apply` (one magnitude per
+    output unit; no options). At embedding stages every embedding vector the stage owns (a table row, a dense
+    field's ``v``, ``b``, ``m``) gets its own magnitude: :class:`ctr.nn.embedding.RowWeightNorm`, a subclass, with
+    ``eps`` guarding ``||v||``.
     """
 
-    param_roles = {"weight": "norm"}
-
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-8, init_gain: float = 1.0) -> None:
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-8) -> None:
         super().__init__()
         self.shape, self.eps = _shape(shape), eps
-        self.weight = nn.Parameter(torch.full(self.shape, init_gain))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, *shape) -> (B, *shape)."""
-        return F.normalize(x, dim=-1, eps=self.eps) * self.weight
+        """(B, *shape) -> (B, *shape), unchanged."""
+        return x
 
 
 # ----------------------------------------------------------------------------------------------------------- specs
@@ -219,7 +411,8 @@ class NormSpec:
     Attributes:
         name: registered norm name.
         options: constructor keyword arguments, checked against the norm's signature.
-        scope: embedding stages only: ``field`` (default), ``all`` (across F x D) or ``dim`` (bn, shared per dim).
+        scope: embedding stages only: ``field`` (default), ``all`` (across F x D) or ``dim`` (batch norms, shared
+            per dim); ``wn`` takes only ``field`` (it acts on each embedding vector).
         position: where the norm sits, for stages with a choice (:data:`POSITIONS`): ``pre_act`` or ``post_act`` in
             an MLP layer, ``post`` or ``pre`` in an attention layer; ``""`` elsewhere.
     """
@@ -276,6 +469,11 @@ def _check_option(norm: str, key: str, value: Any, default: Any, where: str) -> 
     return value
 
 
+def is_batch_norm(name: str) -> bool:
+    """True for norms with batch statistics (:class:`BatchNorm` and its subclasses)."""
+    return issubclass(NORMS.get(name), BatchNorm)
+
+
 def norm_options(name: str) -> dict[str, Any]:
     """The options a norm accepts, with their defaults."""
     params = list(inspect.signature(NORMS.get(name).__init__).parameters.values())[2:]  # skip self, shape
@@ -310,9 +508,11 @@ def parse_norm(value: Any, stage: str = "mlp") -> NormSpec:
     scope = opts.pop("scope", "field")
     if scope != "field" and not embedding:
         raise ConfigError(f"{where}: option 'scope' applies only to the numeric and categorical stages")
-    valid_scopes = {"field", "dim"} if name == "bn" else {"field", "all"}
+    valid_scopes = {"field", "dim"} if is_batch_norm(name) else {"field"} if name == "wn" else {"field", "all"}
     if scope not in valid_scopes:
-        raise ConfigError(f"{where}: scope '{scope}' is not valid for norm '{name}'; valid: {', '.join(sorted(valid_scopes))}")
+        raise ConfigError(
+            f"{where}: scope '{scope}' is not valid for norm '{name}'; valid: {', '.join(sorted(valid_scopes))}"
+        )
     positions = POSITIONS.get(stage, ("",))
     position = opts.pop("position", positions[0])
     if "position" in value and stage not in POSITIONS:
@@ -321,7 +521,7 @@ def parse_norm(value: Any, stage: str = "mlp") -> NormSpec:
         raise ConfigError(f"{where}: position {position!r} is not one of: {', '.join(positions)}")
     accepted = norm_options(name)
     if name == "wn" and not embedding:
-        accepted = {k: v for k, v in accepted.items() if k != "init_gain"}  # Linear stages keep ||w|| as the gain
+        accepted = {}  # torch's weight_norm on Linear layers: magnitudes start at ||w||, no eps to set
     for key in list(opts):
         if key not in accepted:
             extra = ["scope"] if embedding else ["position"] if stage in POSITIONS else []
@@ -343,12 +543,16 @@ class EmbeddingNorm(nn.Module):
             every embedding has unit scale, 100x its unnormalised size, and a term that multiplies embeddings
             (FM, inner products, CIN) starts with logits of std 20-50 and does not recover in an epoch.
 
-    ``field``: statistics per field over D, gains/biases per field (bn: per (field, dim) over the batch);
-    ``all``: statistics over the stage's F x D values; ``dim`` (bn): per dim, over batch and fields.
+    ``field``: statistics per field over D, gains/biases per field (batch norms: per (field, dim) over the batch);
+    ``all``: statistics over the stage's F x D values; ``dim`` (batch norms): per dim, over batch and fields.
+    ``wn`` is not an activation norm: :class:`ctr.nn.embedding.FieldEmbedding` builds its
+    :class:`ctr.nn.embedding.RowWeightNorm` instead.
     """
 
     def __init__(self, spec: NormSpec, num_fields: int, dim: int, init_gain: float = 1.0) -> None:
         super().__init__()
+        if spec.reparametrizes:
+            raise ValueError("wn at an embedding stage re-parametrises the embedding rows: use RowWeightNorm")
         self.scope = spec.scope
         shape = {"field": (num_fields, dim), "all": (num_fields * dim,), "dim": (dim,)}[spec.scope]
         if "init_gain" in norm_options(spec.name) and "init_gain" not in spec.options:
