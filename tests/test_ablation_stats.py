@@ -1,4 +1,5 @@
-"""Paired statistics over seeds: against scipy and a hand-checked example; per-cell summaries."""
+"""Statistics over seeds: paired t-tests, confidence intervals and Holm's correction against scipy and hand-worked
+examples; per-cell summaries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from ctr.ablation.stats import paired_ttest, summarize
+from ctr.ablation.stats import holm, mean_ci, paired_ttest, summarize
 
 
 def test_hand_checked_example():
@@ -112,3 +113,95 @@ def test_summarize_pairs_seeds_with_the_baseline():
     assert s.loc["d", "n"] == 1 and s.loc["d", "failed"] == 1 and math.isnan(s.loc["d", "test_auc_std"])
     assert math.isnan(s.loc["d", "p_test_auc"]) and "n=1" in s.loc["d", "note"]
     assert s.loc["d", "delta_test_auc"] == pytest.approx(0.78 - 0.770)
+
+
+def test_holm_hand_worked_example():
+    # p = 0.01, NaN (no test), 0.04, 0.03, 0.005: m = 4 tests. Sorted: 0.005, 0.01, 0.03, 0.04, multiplied by
+    # 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04; running maximum: 0.02, 0.03, 0.06, 0.06. At 0.05 Holm rejects the two
+    # smallest, where the raw p-values would reject all four.
+    adjusted = holm([0.01, math.nan, 0.04, 0.03, 0.005])
+    assert adjusted[0] == pytest.approx(0.03) and math.isnan(adjusted[1])
+    assert adjusted[2] == pytest.approx(0.06) and adjusted[3] == pytest.approx(0.06)
+    assert adjusted[4] == pytest.approx(0.02)
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # 2 * 0.5 = 1.0, capped at 1; the larger keeps the running maximum
+    assert holm([0.02]) == [0.02]  # one test: no correction
+    assert holm([]) == []
+
+
+def test_mean_ci_hand_worked_and_against_scipy():
+    # [1, 2, 3]: mean 2, s = 1, n = 3. Student t with 2 degrees of freedom has CDF 1/2 + t / (2 sqrt(2 + t^2)), so
+    # its 0.975 quantile solves t / sqrt(2 + t^2) = 0.95: t = sqrt(2 * 0.95^2 / (1 - 0.95^2)) = 4.3027; the
+    # half-width is t * s / sqrt(n)
+    t = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
+    mean, half, n = mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(t / math.sqrt(3), rel=1e-12)
+    rng = np.random.default_rng(1)
+    for n in (2, 5, 12):
+        x = rng.normal(0.78, 0.01, n)
+        lo, hi = scipy_stats.t.interval(0.95, n - 1, loc=x.mean(), scale=scipy_stats.sem(x))
+        mean, half, _ = mean_ci(x.tolist())
+        assert mean - half == pytest.approx(lo, rel=1e-12) and mean + half == pytest.approx(hi, rel=1e-12)
+    one = mean_ci([0.8, float("nan")])
+    assert one[0] == 0.8 and math.isnan(one[1]) and one[2] == 1
+
+
+def test_paired_interval_matches_scipy():
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 7):
+        b = rng.normal(0.78, 0.01, n)
+        a = b + rng.normal(0.001, 0.002, n)
+        ci = scipy_stats.ttest_rel(a, b).confidence_interval(0.95)
+        r = paired_ttest(a, b)
+        assert r.mean - r.ci == pytest.approx(ci.low, rel=1e-9) and r.mean + r.ci == pytest.approx(ci.high, rel=1e-9)
+    assert paired_ttest([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]).ci == 0.0  # every difference 1: an exact interval
+
+
+def _run(cell: str, seed: int, auc: float, logloss: float = 0.5) -> dict:
+    return {
+        "cell_id": cell,
+        "seed": seed,
+        "status": "ok",
+        "test_auc": auc,
+        "test_logloss": logloss,
+        "valid_auc": auc,
+        "valid_logloss": logloss,
+        "samples_per_sec": 1e4,
+        "seconds": 2.0,
+    }
+
+
+def test_summarize_corrects_across_the_study_and_decides_on_the_adjusted_p():
+    """Three cells against one baseline (one study): the Holm-adjusted p of each is Holm over the three raw paired
+    p-values; a cell whose raw p is below 0.05 but whose adjusted p is not is not significant. Absolute AUCs: the
+    cell's mean with its 95% interval, and the baseline's mean over the paired seeds, with Δ their difference."""
+    seeds = [1, 2, 3, 4]
+    base = [0.770, 0.772, 0.771, 0.769]
+    deltas = {
+        "strong": [0.0050, 0.0052, 0.0049, 0.0051],  # p 5e-6
+        "weak": [0.0010, 0.0030, 0.0008, 0.0022],  # raw p 0.043: significant alone, not after Holm
+        "none": [0.0010, -0.0010, 0.0005, -0.0004],  # p 0.96
+    }
+    rows = [_run("b", s, v) for s, v in zip(seeds, base)]
+    for cid, d in deltas.items():
+        rows += [_run(cid, s, v + dv) for s, v, dv in zip(seeds, base, d)]
+    rows += [_run("late", 3, 0.775)]  # one seed: no test, not counted in the correction
+    ids = ["b", *deltas, "late"]
+    cells = pd.DataFrame({"cell": ids, "cell_id": ids, "baseline_id": ["b"] * len(ids)})
+    s = summarize(pd.DataFrame(rows), cells, alpha=0.05).set_index("cell_id")
+    raw = {cid: scipy_stats.ttest_rel(np.add(base, d), base).pvalue for cid, d in deltas.items()}
+    assert 0.02 < raw["weak"] < 0.05 and raw["strong"] < 1e-4 and raw["none"] > 0.5
+    expected = dict(zip(raw, holm(list(raw.values()))))
+    for cid in deltas:
+        assert s.loc[cid, "p_test_auc"] == pytest.approx(raw[cid], rel=1e-9)
+        assert s.loc[cid, "p_test_auc_holm"] == pytest.approx(expected[cid], rel=1e-9)
+        assert bool(s.loc[cid, "significant"]) == (expected[cid] < 0.05)
+    assert expected["weak"] > 0.05 and not s.loc["weak", "significant"] and s.loc["strong", "significant"]
+    assert math.isnan(s.loc["late", "p_test_auc_holm"]) and math.isnan(s.loc["b", "p_test_auc_holm"])
+    cell = np.add(base, deltas["strong"])
+    half = scipy_stats.t.ppf(0.975, 3) * np.std(cell, ddof=1) / 2
+    assert s.loc["strong", "test_auc_ci95"] == pytest.approx(half, rel=1e-9)
+    assert s.loc["strong", "baseline_test_auc_mean"] == pytest.approx(np.mean(base), rel=1e-12)
+    ci = scipy_stats.ttest_rel(cell, base).confidence_interval(0.95)
+    assert s.loc["strong", "delta_test_auc_ci95"] == pytest.approx((ci.high - ci.low) / 2, rel=1e-9)
+    assert s.loc["late", "baseline_test_auc_mean"] == pytest.approx(base[2])  # the baseline on the paired seed
+    assert s.loc["late", "delta_test_auc"] == pytest.approx(0.775 - base[2])

@@ -2,7 +2,8 @@
 
 Oracles: gradients from ``torch.autograd.grad``; activations from the test's own forward hooks or a forward by hand
 on a copy of the model (dropout off, BatchNorm on batch statistics, as the probes document); the landscape on
-quadratics whose gradients and curvature are known in closed form; correlations from ``numpy.corrcoef``.
+quadratics whose gradients and curvature are known in closed form; linear probes from ``numpy.linalg.lstsq`` and
+scikit-learn's ``r2_score``; the internal covariate shift of a two-layer model by hand.
 """
 
 from __future__ import annotations
@@ -19,18 +20,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _tiny import tiny_batch, tiny_schema
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
 from torch import Tensor, nn
 
 from ctr.config import DiagnosticsConfig, load_config
+from ctr.errors import ConfigError
 from ctr.models import build_model
 from ctr.nn.norm import BatchNorm
 from ctr.train.diagnostics import (
+    PROBE_RIDGE,
     Diagnostics,
     activation_stats,
     bn_gap,
     gradient_norms,
+    internal_covariate_shift,
     landscape_probe,
-    numeric_magnitude,
+    linear_probe_r2,
+    numeric_value_probe,
     open_diagnostics,
     probe,
     probe_mode,
@@ -40,6 +47,7 @@ from ctr.train.optim import use_sparse_embeddings
 from ctr.types import Batch
 
 STEPS = [0.05, 0.1, 0.2, 0.4]
+LR = 0.05  # SGD step of the ics probe in these tests
 BN_NORMS = ("norm.numeric=ln", "norm.categorical={name: bn, scope: dim}", "norm.mlp=bn")
 
 
@@ -54,11 +62,11 @@ def _model(*norms: str, dropout: float = 0.2, seed: int = 0) -> nn.Module:
 
 def _diag(**on: Any) -> DiagnosticsConfig:
     """Diagnostics every step with only the probes named in ``on`` enabled (shipped defaults for the rest)."""
-    off = dict(grad_norms=False, landscape=False, activations=False, magnitude=False, bn_gap=False)
+    off = dict(grad_norms=False, landscape=False, activations=False, magnitude=False, bn_gap=False, ics=False)
     return dataclasses.replace(load_config().diagnostics, every=1, **{**off, **on})
 
 
-ALL_ON = _diag(grad_norms=True, landscape=True, activations=True, magnitude=True, bn_gap=True)
+ALL_ON = _diag(grad_norms=True, landscape=True, activations=True, magnitude=True, bn_gap=True, ics=True, init_batches=3)
 
 
 def _loss(model: nn.Module, batch: Batch) -> Tensor:
@@ -229,6 +237,164 @@ def test_gradient_norms_skip_parameters_without_gradient() -> None:
     assert "embed.table.weight" not in out["grad_norms"] and "embed.dense_weight" in out["grad_norms"]
 
 
+def _batch_norms(model: nn.Module, batch: Batch) -> tuple[float, dict[str, float]]:
+    """Total and per-matrix gradient norms of the batch loss on a probe-mode copy of ``model`` (autograd)."""
+    oracle = _oracle_copy(model)
+    names = [n for n, _ in oracle.named_parameters()]
+    grads = dict(zip(names, torch.autograd.grad(_loss(oracle, batch), list(oracle.parameters())), strict=True))
+    total = float(torch.cat([g.reshape(-1) for g in grads.values()]).double().norm())
+    return total, {n: float(grads[n].norm()) for n in _expected_matrices(model)}
+
+
+def test_init_grad_norms_are_mean_and_std_over_the_first_batches_at_the_initial_weights() -> None:
+    """With ``init_batches = 3`` the step-0 record holds, for the total and every weight matrix, the mean and the
+    sample std of the gradient norms of the initial model (dropout off) on the batches of steps 0, 1 and 2, although
+    the weights moved after step 0; the other step-0 fields are the training batch's, as without it."""
+    model = _model(*BN_NORMS, dropout=0.3)
+    initial = copy.deepcopy(model)
+    batches = [tiny_batch(batch_size=64, seed=10 + i) for i in range(4)]
+    diag = Diagnostics(dataclasses.replace(_diag(grad_norms=True), every=2, init_batches=3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step, batch in enumerate(batches):
+        loss = _loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            step0 = gradient_norms(model)
+        diag(step, model, batch, loss)
+        opt.step()
+    assert [r["step"] for r in diag.records] == [0, 2]
+    first = diag.records[0]
+    assert first["grad_norm"] == step0["grad_norm"] and first["grad_norms"] == step0["grad_norms"]
+    oracle = [_batch_norms(initial, b) for b in batches[:3]]
+    init = first["init_grad_norms"]
+    assert init["batches"] == 3
+    totals = np.array([t for t, _ in oracle])
+    assert init["grad_norm_mean"] == pytest.approx(totals.mean(), rel=1e-5)
+    assert init["grad_norm_std"] == pytest.approx(totals.std(ddof=1), rel=1e-4)
+    assert set(init["grad_norms_mean"]) == set(init["grad_norms_std"]) == _expected_matrices(model)
+    for name in _expected_matrices(model):
+        per = np.array([m[name] for _, m in oracle])
+        assert per.std() > 0  # the batches differ: the std is informative
+        assert init["grad_norms_mean"][name] == pytest.approx(per.mean(), rel=1e-5), name
+        assert init["grad_norms_std"][name] == pytest.approx(per.std(ddof=1), rel=1e-4), name
+    assert "init_grad_norms" not in diag.records[1]
+
+
+def test_the_step_0_record_waits_for_its_batches_and_a_short_run_keeps_what_it_had(tmp_path: Path) -> None:
+    """Every step is probed: nothing is written until the ``init_batches``-th step, then the records come in step
+    order; a run that ends first writes, on close, the statistics of the batches it had."""
+    model = _model(dropout=0.0)
+    cfg = _diag(grad_norms=True, init_batches=3)
+    with open_diagnostics(cfg, tmp_path) as (diag,):
+        for step in range(2):
+            batch = tiny_batch(batch_size=32, seed=step)
+            loss = _loss(model, batch)
+            model.zero_grad()
+            loss.backward()
+            diag(step, model, batch, loss)
+            assert read_diagnostics(tmp_path / "diagnostics.jsonl") == []
+    records = read_diagnostics(tmp_path / "diagnostics.jsonl")
+    assert [r["step"] for r in records] == [0, 1]
+    init = records[0]["init_grad_norms"]
+    assert init["batches"] == 2
+    expected = [_batch_norms(model, tiny_batch(batch_size=32, seed=s))[0] for s in range(2)]  # no step was taken
+    assert init["grad_norm_mean"] == pytest.approx(np.mean(expected), rel=1e-5)
+    model = _model(dropout=0.0)
+    diag = Diagnostics(_diag(grad_norms=True, init_batches=3))
+    for step in range(3):
+        batch = tiny_batch(batch_size=32, seed=step)
+        loss = _loss(model, batch)
+        model.zero_grad()
+        loss.backward()
+        diag(step, model, batch, loss)
+        assert len(diag.records) == (0 if step < 2 else 3)
+
+
+def test_one_init_batch_has_no_std_and_keeps_no_copy() -> None:
+    """``init_batches = 1``: the mean is the step-0 batch's norm (dropout off), the std is null, and the record is
+    written at once."""
+    model = _model(dropout=0.0)
+    batch = tiny_batch(batch_size=32)
+    diag = Diagnostics(_diag(grad_norms=True, init_batches=1))
+    loss = _loss(model, batch)
+    loss.backward()
+    diag(0, model, batch, loss)
+    init = diag.records[0]["init_grad_norms"]
+    assert init["batches"] == 1 and init["grad_norm_std"] is None
+    assert init["grad_norm_mean"] == pytest.approx(diag.records[0]["grad_norm"], rel=1e-6)
+
+
+def test_bad_init_batches_and_ics_without_a_learning_rate_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="init_batches"):
+        Diagnostics(_diag(grad_norms=True, init_batches=0))
+    with pytest.raises(ConfigError, match="learning rate"):
+        Diagnostics(_diag(ics=True))
+
+
+# ------------------------------------------------------------------------------------------ internal covariate shift
+
+
+def test_ics_of_a_two_layer_model_by_hand() -> None:
+    """``f = w2 . (W1 x + b1)``, ``L = (f - y)^2 / 2`` (parameters in the order W1, b1, w2; layers W1 and w2).
+    With ``r = f - y``: ``G_W1 = r w2 x^T``, ``G_b1 = r w2``, ``G_w2 = r h``. Nothing comes before W1, so
+    ``G'_W1 = G_W1`` (shift 0, cosine 1); before w2, W1 and b1 take the SGD step, ``h' = (W1 - lr G_W1) x + b1 -
+    lr G_b1``, so ``G'_w2 = (w2 . h' - y) h'``. The parameters come back bit for bit."""
+    rng = np.random.default_rng(0)
+    w1_0, b1_0, w2_0, x = rng.normal(size=(3, 4)), rng.normal(size=3), rng.normal(size=3), rng.normal(size=4)
+    y, lr = 0.7, 0.1
+    w1, b1, w2 = (nn.Parameter(torch.tensor(a)) for a in (w1_0, b1_0, w2_0))
+    xt = torch.tensor(x)
+
+    def loss() -> Tensor:
+        return 0.5 * (w2 @ (w1 @ xt + b1) - y) ** 2
+
+    out = internal_covariate_shift(loss, [("w1", w1), ("b1", b1), ("w2", w2)], ["w2", "w1"], lr)
+    h = w1_0 @ x + b1_0
+    r = w2_0 @ h - y
+    g_w1, g_b1, g_w2 = r * np.outer(w2_0, x), r * w2_0, r * h
+    h_new = (w1_0 - lr * g_w1) @ x + (b1_0 - lr * g_b1)
+    g_w2_new = (w2_0 @ h_new - y) * h_new
+    assert list(out["layers"]) == ["w1", "w2"]  # model order
+    assert out["layers"]["w1"]["l2"] == 0.0 and out["layers"]["w1"]["cos"] == pytest.approx(1.0, abs=1e-12)
+    assert out["layers"]["w1"]["grad_norm"] == pytest.approx(np.linalg.norm(g_w1), rel=1e-12)
+    shift = np.linalg.norm(g_w2_new - g_w2)
+    assert shift > 1e-3  # the update of the first layer moves the second one's gradient
+    assert out["layers"]["w2"]["l2"] == pytest.approx(shift, rel=1e-10)
+    cos = g_w2 @ g_w2_new / (np.linalg.norm(g_w2) * np.linalg.norm(g_w2_new))
+    assert out["layers"]["w2"]["cos"] == pytest.approx(cos, rel=1e-10)
+    assert out["l2_mean"] == pytest.approx(shift / 2, rel=1e-10) and out["lr"] == lr
+    for p, a in ((w1, w1_0), (b1, b1_0), (w2, w2_0)):
+        assert np.array_equal(p.detach().numpy(), a) and p.grad is None
+
+
+def test_ics_in_probe_updates_every_parameter_before_each_weight_matrix() -> None:
+    """Through ``probe`` on a BN/LN DNN: for every weight matrix, in model order, the shift equals that of a copy
+    (probe mode) whose parameters registered before the matrix took ``p - lr g`` (g of the unchanged model)."""
+    model = _model(*BN_NORMS)
+    _train_steps(model)
+    batch = tiny_batch(batch_size=64, seed=2)
+    oracle = _oracle_copy(model)
+    names = [n for n, _ in oracle.named_parameters()]
+    g0 = dict(zip(names, torch.autograd.grad(_loss(oracle, batch), list(oracle.parameters())), strict=True))
+    record = probe(model, batch, _diag(ics=True), LR)["ics"]
+    matrices = [n for n in names if n in _expected_matrices(model)]
+    assert list(record["layers"]) == matrices
+    for name in matrices:
+        moved = _oracle_copy(model)
+        params = dict(moved.named_parameters())
+        with torch.no_grad():
+            for before in names[: names.index(name)]:
+                params[before].sub_(LR * g0[before])
+        (g_new,) = torch.autograd.grad(_loss(moved, batch), [params[name]])
+        diff = float((g_new - g0[name]).norm())
+        assert record["layers"][name]["l2"] == pytest.approx(diff, rel=1e-4, abs=1e-9), name
+        cos = float((g_new * g0[name]).sum() / (g_new.norm() * g0[name].norm()))
+        assert record["layers"][name]["cos"] == pytest.approx(cos, rel=1e-5), name
+    assert record["layers"][matrices[0]]["l2"] == 0.0
+    assert max(v["l2"] for v in record["layers"].values()) > 0
+
+
 # ----------------------------------------------------------------------------------------------------- activations
 
 
@@ -302,63 +468,118 @@ def test_activation_stats_of_an_unnormalised_model_have_the_no_norm_layout() -> 
     _close(act["stages"]["categorical"], _moments(ids[:, 2:]))
 
 
-# ------------------------------------------------------------------------------------------------ numeric magnitude
+# ---------------------------------------------------------------------------------------------- numeric value probe
 
 
-def _pearson(x: Tensor, y: Tensor) -> float:
-    return float(np.corrcoef(x.double().numpy(), y.double().numpy())[0, 1])
+def _probe_oracle(x: np.ndarray, y: np.ndarray, fit: int, ridge: float = 0.0) -> float:
+    """Least squares with an intercept on the first ``fit`` rows, scored by scikit-learn's ``r2_score`` on the
+    rest: numpy's ``lstsq`` without ridge, else scikit-learn's ``Ridge`` (intercept not penalised) with the
+    documented ``alpha = ridge * trace(X_fit^T X_fit) / D``."""
+    if ridge:
+        alpha = ridge * float((x[:fit] ** 2).sum()) / x.shape[1]
+        pred = Ridge(alpha=alpha, solver="cholesky").fit(x[:fit], y[:fit]).predict(x[fit:])
+    else:
+        design = np.hstack([np.ones((len(x), 1)), x])
+        pred = design[fit:] @ np.linalg.lstsq(design[:fit], y[:fit], rcond=None)[0]
+    return float(r2_score(y[fit:], pred))
 
 
-@pytest.mark.parametrize("norm", ["none", "ln", "rms"])
-def test_numeric_magnitude_is_the_documented_correlation(norm: str) -> None:
-    """What the docstring says: per dense field, over the non-missing rows, the Pearson correlation of ``|x|`` with
-    ``||x v + b||`` (pre) and with the norm of that field's embedding after the numeric stage norm (post); the
-    means are over fields. Norm parameters are randomised so the post embedding is not a rescaled copy."""
+def test_linear_probe_r2_is_held_out_least_squares() -> None:
+    """On features with a noisy linear relation, the probe's R^2 is that of least squares fitted on the first rows
+    and scored on the others; exact linear data gives 1; features that do not vary give the R^2 of predicting the
+    fit rows' mean, ``1 - sum (y - mean(y_fit))^2 / sum (y - mean(y_test))^2`` (never positive)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(80, 4, generator=g, dtype=torch.float64)
+    w = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
+    y = x @ w + 0.3 + torch.randn(80, generator=g, dtype=torch.float64)
+    expected = _probe_oracle(x.numpy(), y.numpy(), 50)
+    assert 0.5 < expected < 0.95  # noisy: a value strictly between the two ends, so the comparison is informative
+    assert linear_probe_r2(x, y, 50) == pytest.approx(expected, rel=1e-7)
+    assert linear_probe_r2(x, x @ w + 0.3, 50) == pytest.approx(1.0, abs=1e-12)
+    const = torch.ones(80, 4, dtype=torch.float64) * torch.tensor([0.2, -0.1, 0.3, 0.05], dtype=torch.float64)
+    y_test = y[50:]
+    by_hand = 1 - float(((y_test - y[:50].mean()) ** 2).sum() / ((y_test - y_test.mean()) ** 2).sum())
+    assert linear_probe_r2(const, y, 50) == pytest.approx(by_hand, rel=1e-9)
+    assert by_hand < 0.0
+
+
+@pytest.mark.parametrize("norm", ["none", "ln", "rms", "bn"])
+def test_numeric_value_probe_is_the_documented_probe(norm: str) -> None:
+    """What the docstring says: per dense field, over the non-missing rows in batch order, a ridge probe (the
+    documented relative ridge) fitted on the first half from the field's embedding to ``x`` and scored by R^2 on
+    the second half; ``pre`` on ``x v + b`` (R^2 1), ``post`` on the embedding's output (a by-hand forward);
+    means over fields. Norm parameters are randomised so the post embedding is not a rescaled copy."""
     model = _model(f"norm.numeric={norm}", dropout=0.0)
     with torch.no_grad():
         for p in model.embed.numeric_norm.parameters():
             p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
-    batch = tiny_batch(batch_size=128, seed=4)
-    emb = model.embed
+    batch = tiny_batch(batch_size=256, seed=4)
+    emb = _oracle_copy(model).embed  # BN on batch statistics, as in the probe
     with torch.no_grad():
         post_all = emb(batch)  # (B, F, D): the dense fields are the first Fn fields
-    out = numeric_magnitude(model, batch)
+    with probe_mode(model):
+        out = numeric_value_probe(model, batch)
     assert set(out) == {"pre", "post", "pre_mean", "post_mean"}
     fn = batch.dense.shape[1]
     for j in range(fn):
         rows = ~batch.dense_missing[:, j]
         assert int(rows.sum()) < len(rows)  # some missing rows, which must be left out
         x = batch.dense[rows, j]
-        pre = (x.unsqueeze(-1) * emb.dense_weight[j] + emb.dense_bias[j]).detach().norm(dim=-1)
-        post = post_all[rows, j].norm(dim=-1)
-        assert out["pre"][str(j)] == pytest.approx(_pearson(x.abs(), pre), abs=1e-6)
-        assert out["post"][str(j)] == pytest.approx(_pearson(x.abs(), post), abs=1e-6)
+        fit = int(rows.sum()) // 2
+        post = post_all[rows, j].double().numpy()
+        assert out["pre"][str(j)] == pytest.approx(1.0, abs=1e-9)
+        expected = _probe_oracle(post, x.double().numpy(), fit, PROBE_RIDGE)
+        assert out["post"][str(j)] == pytest.approx(expected, rel=1e-6)
     for key in ("pre", "post"):
         assert set(out[key]) == {str(j) for j in range(fn)}
         assert out[f"{key}_mean"] == pytest.approx(sum(out[key].values()) / fn, abs=1e-12)
 
 
-def test_numeric_magnitude_of_a_norm_that_erases_the_value_is_zero() -> None:
-    """With b = 0, e = x v so ||e|| = |x| ||v|| (correlation 1), and a per-field LN without gain variation keeps only
-    sign(x): ||LN(e)|| is constant, which the probe reports as correlation 0 (not NaN)."""
+def test_ln_of_x_v_plus_b_keeps_the_value_where_the_embedding_norm_does_not_show_it() -> None:
+    """A per-field LN with a uniform gain, no bias and a small eps fixes ``||LN(e)||`` (its spread over the rows
+    is float rounding), so a measure built on the embedding's norm would call the value erased; the value is still
+    there: a linear probe reads ``x`` back from ``LN(x v + b)`` with a high held-out R^2 (0.94 and 0.88 for this
+    seed; the erasing construction below gives at most 0)."""
+    model = _model("norm.numeric={name: ln, eps: 1.0e-12}", dropout=0.0)
+    batch = tiny_batch(batch_size=1024, seed=5)
+    with torch.no_grad():
+        post = model.embed(batch)[:, :2]  # the two dense fields
+    out = numeric_value_probe(model, batch)
+    for j in range(2):
+        norms = post[~batch.dense_missing[:, j], j].norm(dim=-1)
+        assert float(norms.std() / norms.mean()) < 1e-6  # what a correlation with ||e|| sees: a constant
+        assert out["post"][str(j)] > 0.85
+
+
+def test_a_norm_that_erases_the_value_has_r2_zero() -> None:
+    """With b = 0 the embedding is ``x v``, and for x > 0 a per-field LN maps every row to ``LN(v)`` (up to eps,
+    made negligible by a large ``v``): the post embedding is the same vector for every row, so no probe can read x
+    back: R^2 about 0 (the value of predicting the mean); before the norm x is read exactly (R^2 1)."""
     model = _model("norm.numeric=ln", dropout=0.0)
+    batch = tiny_batch(batch_size=512, seed=6)
+    batch.dense.abs_()
     with torch.no_grad():
         model.embed.dense_bias.zero_()
         model.embed.dense_weight.mul_(1e6)  # x^2 var(v) >> eps for every present x: LN's eps leaks no magnitude
-    out = numeric_magnitude(model, tiny_batch(batch_size=256))
-    assert out["pre_mean"] == pytest.approx(1.0, abs=1e-6)
-    assert out["post"] == {"0": 0.0, "1": 0.0} and out["post_mean"] == 0.0
+        post = model.embed(batch)[:, :2]
+    for j in range(2):
+        rows = post[~batch.dense_missing[:, j], j]
+        assert torch.allclose(rows, rows[:1].expand_as(rows), rtol=1e-5, atol=0)  # the construction erases x
+    out = numeric_value_probe(model, batch)
+    assert out["pre_mean"] == pytest.approx(1.0, abs=1e-9)
+    for j in ("0", "1"):
+        assert -0.02 < out["post"][j] <= 0.0
 
 
-def test_numeric_magnitude_is_empty_without_dense_fields() -> None:
-    """A schema whose numeric fields are all bucketised has no dense value to correlate: ``{}``."""
+def test_numeric_value_probe_is_empty_without_dense_fields() -> None:
+    """A schema whose numeric fields are all bucketised has no dense value to read back: ``{}``."""
     from ctr.types import Schema
 
     schema = tiny_schema()
     schema = Schema([f for f in schema.fields if f.encoding == "id"])
     cfg = load_config(overrides=["model.name=dnn", "model.embed_dim=4", "model.hidden=[8]"])
     model = build_model(schema, cfg.model, cfg.norm)
-    assert numeric_magnitude(model, tiny_batch(schema, batch_size=16)) == {}
+    assert numeric_value_probe(model, tiny_batch(schema, batch_size=16)) == {}
 
 
 # --------------------------------------------------------------------------------------------------------- bn gap
@@ -447,9 +668,9 @@ def test_probe_restores_weights_buffers_grads_modes_fresh_flags_and_rng_exactly(
     bns[0].fresh = True
     model.mlp.net[3].eval()  # one dropout in eval mode, the other in train mode
     before = _snapshot(model)
-    record = probe(model, batch, ALL_ON)
+    record = probe(model, batch, ALL_ON, LR)
     _assert_same(before, model)
-    assert {"grad_norm", "grad_norms", "landscape", "activations", "numeric_magnitude", "bn_gap"} <= set(record)
+    assert {"grad_norm", "grad_norms", "landscape", "activations", "numeric_value", "bn_gap", "ics"} <= set(record)
 
 
 def test_probe_in_eval_mode_and_before_the_first_step_changes_nothing() -> None:
@@ -458,7 +679,7 @@ def test_probe_in_eval_mode_and_before_the_first_step_changes_nothing() -> None:
     model = _model(*BN_NORMS).eval()
     assert all(m.fresh for m in model.modules() if isinstance(m, BatchNorm))
     before = _snapshot(model)
-    probe(model, tiny_batch(batch_size=64), ALL_ON)
+    probe(model, tiny_batch(batch_size=64), ALL_ON, LR)
     _assert_same(before, model)
 
 
@@ -479,7 +700,7 @@ def _train(diagnostics: Diagnostics | None, steps: int = 4) -> dict[str, Tensor]
 
 def test_training_with_diagnostics_is_bit_identical_to_training_without() -> None:
     """Probing every step (dropout active in training, so the RNG stream matters) changes no trained weight."""
-    diag = Diagnostics(ALL_ON)
+    diag = Diagnostics(ALL_ON, lr=LR)
     with_diag, without = _train(diag), _train(None)
     assert len(diag.records) == 4
     for k in without:
@@ -491,11 +712,11 @@ def test_training_with_diagnostics_is_bit_identical_to_training_without() -> Non
 
 def test_log_holds_one_record_per_probed_step_as_strict_json(tmp_path: Path) -> None:
     """Records at steps 0, every, 2 every ...; the file round-trips to the in-memory records; a NaN (here: no dense
-    field with 3 present values, so no correlation mean) is written as null, not as invalid JSON."""
+    field with enough present values for a probe, so no mean) is written as null, not as invalid JSON."""
     cfg = dataclasses.replace(_diag(grad_norms=True, magnitude=True), every=2)
     model = _model(dropout=0.0)
     batch = tiny_batch(batch_size=16)
-    batch.dense_missing[2:] = True  # two present values per dense field: too few for a correlation
+    batch.dense_missing[2:] = True  # two present values per dense field: too few for a probe
     with open_diagnostics(cfg, tmp_path) as hooks:
         assert len(hooks) == 1
         for step in range(5):
@@ -512,7 +733,7 @@ def test_log_holds_one_record_per_probed_step_as_strict_json(tmp_path: Path) -> 
     assert [r["step"] for r in records] == [0, 2, 4]
     assert records[0]["train_loss"] == pytest.approx(float(_loss(model, batch).detach()), rel=1e-6)
     assert records[0]["grad_norm"] == pytest.approx(expected_grad_norm, rel=1e-12)
-    assert records[0]["numeric_magnitude"] == {"pre": {}, "post": {}, "pre_mean": None, "post_mean": None}
+    assert records[0]["numeric_value"] == {"pre": {}, "post": {}, "pre_mean": None, "post_mean": None}
     assert "activations" not in records[0] and "landscape" not in records[0]
 
 

@@ -13,7 +13,7 @@ every run) plus these keys::
       - {norm.mlp: ln, norm.mlp_position: post_act}
     seeds: [1, 2, 3]                # every cell runs once per seed (sets train.seed)
     baseline: {}                    # keys that turn a cell into its baseline; default: every norm.<stage> = none
-    alpha: 0.05                     # significance level of the paired test
+    alpha: 0.05                     # significance level of the paired tests, Holm-corrected across the study
 
 Cells = product(grid) x (stage_norms cells + explicit cells). Each cell is compared with its baseline: the same
 cell with the ``baseline`` keys applied (so with a ``model.name`` grid each model has its own baseline); a
@@ -56,7 +56,7 @@ class AblationSpec:
         variants: cells combined with every grid point: the ``stage_norms`` cells then the explicit ``cells``.
         seeds: one run per cell and seed.
         baseline: dotted key -> value applied to a cell to get its baseline.
-        alpha: significance level for the paired test.
+        alpha: significance level of the paired tests after Holm's correction across the study.
     """
 
     path: Path | None

@@ -3,9 +3,9 @@
 Plots (matplotlib, Agg backend):
 
 * ``heatmap.png``: delta test AUC vs baseline, norm kind x stage, one panel per context (e.g. per model), for the
-  cells that differ from their baseline in one ``norm.<stage>``; annotated with mean +- std over seeds, ``*``
-  where the paired t-test gives ``p < alpha``.
-* ``deltas.png``: delta test AUC of every cell with its paired std, for designs that are not norm x stage.
+  cells that differ from their baseline in one ``norm.<stage>``; annotated with the mean paired difference and
+  the half-width of its 95% interval, ``*`` where the Holm-adjusted p-value of the paired t-test is below alpha.
+* ``deltas.png``: delta test AUC of every cell with its 95% interval, for designs that are not norm x stage.
 * ``curves[-<context>].png``: training loss by step and validation AUC by epoch per cell (mean over seeds,
   band +- 1 std).
 * ``diagnostics[-<context>].png`` and ``grad_norms[-<context>].png``: the training diagnostics where collected.
@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 from ctr.ablation.grid import Plan, format_value  # noqa: E402
 from ctr.ablation.runner import RUNS  # noqa: E402
 from ctr.config import STAGES  # noqa: E402
+from ctr.data.generate import default_data_path, oracle_auc  # noqa: E402
 from ctr.train import io  # noqa: E402
 from ctr.train.diagnostics import DIAGNOSTICS, read_diagnostics  # noqa: E402
 
@@ -91,11 +92,12 @@ def _fmt(x: float, digits: int = 4, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def _fmt_p(p: float, alpha: float) -> str:
+def _fmt_p(p: float, alpha: float | None = None) -> str:
+    """A p-value, with ``*`` when below ``alpha`` (given only where the value decides significance)."""
     if p is None or math.isnan(p):
         return "n/a"
     text = f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}"
-    return text + ("*" if p < alpha else "")
+    return text + ("*" if alpha is not None and p < alpha else "")
 
 
 def _mean_band(series: list[dict[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,7 +171,7 @@ def plot_heatmap(summary: pd.DataFrame, path: Path, alpha: float) -> bool:
         for r in cells.itertuples():
             i, j = norms.index(r.norm), stages.index(r.stage)
             grid[i, j] = r.delta_test_auc
-            text = f"{_fmt(r.delta_test_auc, sign=True)}\n±{_fmt(r.delta_test_auc_std)}"
+            text = f"{_fmt(r.delta_test_auc, sign=True)}\n±{_fmt(r.delta_test_auc_ci95)}"
             if r.significant:
                 text += " *"
             if r.n == 0:
@@ -187,20 +189,24 @@ def plot_heatmap(summary: pd.DataFrame, path: Path, alpha: float) -> bool:
         ax.set_xlabel("stage")
     axes[0][0].set_ylabel("norm")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="Δ test AUC")
-    fig.suptitle(f"Δ test AUC vs baseline (mean ± std over seeds; * paired t-test p < {alpha:g})", fontsize=10)
+    fig.suptitle(
+        f"Δ test AUC vs baseline: mean ± 95% CI\nover paired seeds; * Holm-adjusted p < {alpha:g}",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
 def plot_deltas(summary: pd.DataFrame, path: Path, alpha: float) -> bool:
-    """Horizontal bars of delta test AUC (error bar: std of the paired differences) for every non-baseline cell."""
+    """Horizontal bars of delta test AUC (error bar: 95% interval of the mean paired difference), every non-baseline
+    cell; ``*`` where the Holm-adjusted p is below alpha."""
     cells = summary[~summary["is_baseline"] & (summary["n"] > 0)]
     if cells.empty:
         return False
     y = np.arange(len(cells))
     d = cells["delta_test_auc"].to_numpy(dtype=float)
-    err = np.nan_to_num(cells["delta_test_auc_std"].to_numpy(dtype=float))
+    err = np.nan_to_num(cells["delta_test_auc_ci95"].to_numpy(dtype=float))
     fig, ax = plt.subplots(figsize=(7, 0.28 * len(cells) + 1.3))
     colors = ["tab:green" if v >= 0 else "tab:red" for v in np.nan_to_num(d)]
     ax.barh(y, np.nan_to_num(d), xerr=err, color=colors, alpha=0.75, capsize=2)
@@ -211,7 +217,7 @@ def plot_deltas(summary: pd.DataFrame, path: Path, alpha: float) -> bool:
     ax.set_yticks(y, cells["cell"], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("Δ test AUC vs baseline")
-    ax.set_title(f"mean ± std over paired seeds; * p < {alpha:g}", fontsize=9)
+    ax.set_title(f"mean ± 95% CI over paired seeds; * Holm-adjusted p < {alpha:g}", fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
@@ -294,7 +300,8 @@ DIAGNOSTIC_SCALARS: list[tuple[str, Callable[[dict], Any], bool]] = [
     ("logit std", lambda r: _dig(r, "activations", "logits", "std"), False),
     ("numeric stage output variance", lambda r: _dig(r, "activations", "stages", "numeric", "var"), True),
     ("categorical stage output variance", lambda r: _dig(r, "activations", "stages", "categorical", "var"), True),
-    ("corr(|x|, ||e||) after the numeric norm", lambda r: _dig(r, "numeric_magnitude", "post_mean"), False),
+    ("R² of x from its embedding after the numeric norm", lambda r: _dig(r, "numeric_value", "post_mean"), False),
+    ("internal covariate shift: mean ||G - G'||", lambda r: _dig(r, "ics", "l2_mean"), True),
     ("BN train vs eval mode: mean |Δp|", lambda r: _dig(r, "bn_gap", "prob_abs_diff"), True),
 ]
 
@@ -347,8 +354,15 @@ def plot_diagnostics(cells: pd.DataFrame, diags: dict[str, list[list[dict]]], pa
     return True
 
 
+def _init_norms(record: dict) -> dict[str, float]:
+    """Per-matrix gradient norms at initialisation of a step-0 record: the mean over ``init_batches`` batches when
+    recorded, else the one training batch's."""
+    return _dig(record, "init_grad_norms", "grad_norms_mean") or record["grad_norms"]
+
+
 def plot_grad_norms(cells: pd.DataFrame, diags: dict[str, list[list[dict]]], path: Path, title: str) -> bool:
-    """Gradient norm per weight matrix (in model order) at initialisation (step 0) and at the last probe."""
+    """Gradient norm per weight matrix (in model order) at initialisation (step 0: mean over the ``init_batches``
+    batches where recorded) and at the last probe."""
     first: dict[str, list[list[float]]] = {}
     last: dict[str, list[list[float]]] = {}
     names: list[str] = []
@@ -356,9 +370,9 @@ def plot_grad_norms(cells: pd.DataFrame, diags: dict[str, list[list[dict]]], pat
         for recs in runs:
             recs = [r for r in recs if r.get("grad_norms")]
             if recs:
-                first.setdefault(cid, []).append(list(recs[0]["grad_norms"].values()))
+                first.setdefault(cid, []).append(list(_init_norms(recs[0]).values()))
                 last.setdefault(cid, []).append(list(recs[-1]["grad_norms"].values()))
-                names = max(names, list(recs[0]["grad_norms"]), key=len)
+                names = max(names, list(_init_norms(recs[0])), key=len)
     if not first:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.5 * len(names) * 2), 4.2), sharey=True)
@@ -381,7 +395,7 @@ def plot_grad_norms(cells: pd.DataFrame, diags: dict[str, list[list[dict]]], pat
                 ls="--" if cell.is_baseline else "-",
                 label=_short_label(cell) if ax is axes[0] else None,
             )
-    for ax, what in zip(axes, ("at initialisation (step 0)", "at the last probe")):
+    for ax, what in zip(axes, ("at initialisation (step 0, mean over batches)", "at the last probe")):
         ax.set_xticks(x, names, rotation=90, fontsize=6)
         ax.set_yscale("log")
         ax.set_title(f"gradient norm per weight matrix, {what}", fontsize=9)
@@ -402,6 +416,33 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
     return "\n".join(lines)
+
+
+def oracle_lines(plan: Plan) -> list[str]:
+    """Markdown bullets with the oracle test AUC of each generated data set the cells ran on (none when unknown).
+
+    The oracle is known for the bundled sample and for files written by :mod:`ctr.data.generate` with their
+    sidecar, split by line number (``data.split_seed``, ``data.split``; no group or time split): the AUC of the
+    planted click probabilities on the test split's rows (:func:`oracle_auc`).
+    """
+    seen: dict[tuple, str] = {}
+    for cell in plan.cells:
+        data = cell.config.data
+        if data.path is None and data.dataset is not None:
+            continue  # a dataset preset, not the bundled sample
+        if data.format != "criteo" or data.group is not None or data.split_by_time is not None:
+            continue  # not split by line number as a generated file is: its test rows are not the oracle's
+        key = (data.path, data.split_seed, tuple(data.split))
+        if key not in seen:
+            path = default_data_path() if data.path is None else Path(data.path)
+            value = oracle_auc(path, data.split_seed, list(data.split)) if path.is_file() else None
+            if value is not None:
+                where = "the bundled sample" if data.path is None else f"`{data.path}`"
+                seen[key] = (
+                    f"- oracle test AUC of {where}: {value:.4f} (the AUC of the generator's planted click "
+                    "probabilities on the test rows; no model beats it in expectation)"
+                )
+    return list(seen.values())
 
 
 def _baseline_text(baseline: dict[str, Any]) -> str:
@@ -428,6 +469,7 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
         f"({', '.join(f'{v} {k}' for k, v in counts.items())})",
         f"- design keys: {', '.join(f'`{k}`' for k in plan.keys) or 'none'}; baseline of each cell: the cell with "
         f"{_baseline_text(spec.baseline)}",
+        *oracle_lines(plan),
         "",
     ]
     if plan.invalid:
@@ -438,23 +480,29 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
         lines += ["## Failed runs", ""]
         lines += [f"- `{r.run}` ({r.cell}): {r.error}" for r in failed.itertuples()] + [""]
 
+    tests = int((~summary["is_baseline"] & summary["p_test_auc"].notna()).sum())
     lines += [
         "## Summary",
         "",
-        f"Mean ± std over seeds. Δ is the mean of the paired differences cell − baseline over seeds where both "
-        f"finished; p is a two-sided paired t-test on test AUC (test logloss for Δ logloss), `*` p < {alpha:g}, "
-        f"not corrected for multiple comparisons. With one seed, std and p are n/a.",
+        "Test AUC and logloss: mean ± half-width of the 95% Student-t confidence interval over seeds. Δ: mean of "
+        "the paired differences cell − baseline over the seeds where both finished, ± its 95% interval; baseline "
+        "AUC: the baseline's mean over those seeds, so Δ AUC = the cell's AUC − baseline AUC on them. p: two-sided "
+        f"paired t-test of test AUC; p (Holm): adjusted by Holm's step-down procedure over the {tests} tested "
+        f"non-baseline cells of this study (the logloss p likewise, as its own family); `*` marks p (Holm) < "
+        f"{alpha:g}, the significance decision. With one seed, intervals and p are n/a.",
         "",
     ]
     header = [
         "cell",
         "n",
         "test AUC",
+        "baseline AUC",
         "Δ AUC",
         "p",
+        "p (Holm)",
         "test logloss",
         "Δ logloss",
-        "p (logloss)",
+        "p (Holm, logloss)",
         "valid AUC",
         "samples/s",
         "note",
@@ -467,12 +515,16 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
                 [
                     f"**{r.cell}**" if r.is_baseline else r.cell,
                     str(r.n),
-                    f"{_fmt(r.test_auc_mean)} ± {_fmt(r.test_auc_std)}",
-                    "—" if r.is_baseline else f"{_fmt(r.delta_test_auc, sign=True)} ± {_fmt(r.delta_test_auc_std)}",
-                    "—" if r.is_baseline else _fmt_p(r.p_test_auc, alpha),
-                    f"{_fmt(r.test_logloss_mean)} ± {_fmt(r.test_logloss_std)}",
-                    "—" if r.is_baseline else f"{_fmt(r.delta_test_logloss, sign=True)}",
-                    "—" if r.is_baseline else _fmt_p(r.p_test_logloss, alpha),
+                    f"{_fmt(r.test_auc_mean)} ± {_fmt(r.test_auc_ci95)}",
+                    "—" if r.is_baseline else _fmt(r.baseline_test_auc_mean),
+                    "—" if r.is_baseline else f"{_fmt(r.delta_test_auc, sign=True)} ± {_fmt(r.delta_test_auc_ci95)}",
+                    "—" if r.is_baseline else _fmt_p(r.p_test_auc),
+                    "—" if r.is_baseline else _fmt_p(r.p_test_auc_holm, alpha),
+                    f"{_fmt(r.test_logloss_mean)} ± {_fmt(r.test_logloss_ci95)}",
+                    "—"
+                    if r.is_baseline
+                    else f"{_fmt(r.delta_test_logloss, sign=True)} ± {_fmt(r.delta_test_logloss_ci95)}",
+                    "—" if r.is_baseline else _fmt_p(r.p_test_logloss_holm, alpha),
                     _fmt(r.valid_auc_mean),
                     "n/a" if math.isnan(r.samples_per_sec) else f"{r.samples_per_sec:,.0f}",
                     r.note or "",

@@ -4,7 +4,8 @@ Layout of the output directory::
 
     runs/<model>-<hash8>-s<seed>/   one run directory each (config.yaml, metrics.jsonl, results.json, ...)
     runs.csv                        one row per run
-    summary.csv                     one row per cell: mean/std over seeds, delta vs baseline, paired test
+    summary.csv                     one row per cell: mean, std, 95% interval over seeds, delta vs baseline with its
+                                    interval, paired t-test p raw and Holm-adjusted across the study
     report.md, *.png                tables and plots
 
 A run whose ``results.json`` exists is reused, so re-running finishes at once and an interrupted grid resumes;

@@ -1,4 +1,11 @@
-"""Statistics over seeds: mean, std and a paired t-test of a cell against its baseline (same seeds paired)."""
+"""Statistics over seeds: mean and 95% confidence interval per cell, and paired t-tests of each cell against its
+baseline (same seeds paired) with Holm's correction over all the cells of a study.
+
+A study compares many cells with their baselines; with m uncorrected tests at level alpha the chance of at least
+one false finding grows to about ``1 - (1 - alpha)^m``. Holm's step-down procedure (Holm 1979, "A Simple
+Sequentially Rejective Multiple Test Procedure", Scandinavian Journal of Statistics 6(2): 65-70) keeps that
+family-wise error rate at alpha under any dependence between the tests, and rejects at least what Bonferroni does.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ class PairedTest:
         std: sample std of the differences, ddof=1 (NaN when ``n < 2``).
         t: the t statistic (NaN when ``n < 2``; +-inf when every difference is the same non-zero value).
         p: two-sided p-value (NaN when ``n < 2`` or every difference is 0).
+        ci: half-width of the 95% confidence interval of the mean difference, Student t with ``n - 1`` degrees of
+            freedom (NaN when ``n < 2``; 0 when every difference is the same).
     """
 
     n: int
@@ -31,6 +40,10 @@ class PairedTest:
     std: float
     t: float
     p: float
+    ci: float = math.nan
+
+
+CONFIDENCE = 0.95  # level of every confidence interval
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -39,6 +52,37 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     if len(x) == 0:
         return math.nan, math.nan, 0
     return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else math.nan, len(x)
+
+
+def t_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width ``t_{(1 + confidence) / 2, n - 1} * std / sqrt(n)`` of the Student-t confidence interval of a
+    mean of ``n`` values with sample std ``std`` (NaN for ``n < 2``)."""
+    if n < 2 or math.isnan(std):
+        return math.nan
+    return float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+
+
+def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, int]:
+    """Mean, half-width of its Student-t confidence interval (NaN for fewer than 2 values) and count of the finite
+    ``values``: the interval is ``mean +- half-width``."""
+    mean, std, n = mean_std(values)
+    return mean, t_half_width(std, n, confidence), n
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the order given (Holm 1979).
+
+    With the m finite p-values sorted ascending, ``p_(1) <= ... <= p_(m)``, the adjusted value of the i-th is
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``; rejecting where it is below alpha is Holm's procedure at level
+    alpha. NaN entries (no test: one seed, a baseline) stay NaN and do not count in m.
+    """
+    p = [float(v) if v is not None else math.nan for v in pvalues]
+    tested = sorted((i for i, v in enumerate(p) if not math.isnan(v)), key=lambda i: p[i])
+    m, running, out = len(tested), 0.0, [math.nan] * len(p)
+    for rank, i in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
 
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> PairedTest:
@@ -55,10 +99,10 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     std = float(d.std(ddof=1))
     if std == 0.0 or std <= 1e-14 * abs(mean):  # all differences equal: exact, no variance to test against
         if mean == 0.0:
-            return PairedTest(n, mean, std, math.nan, math.nan)
-        return PairedTest(n, mean, std, math.copysign(math.inf, mean), 0.0)
+            return PairedTest(n, mean, std, math.nan, math.nan, 0.0)
+        return PairedTest(n, mean, std, math.copysign(math.inf, mean), 0.0, 0.0)
     t = mean / (std / math.sqrt(n))
-    return PairedTest(n, mean, std, t, t_two_sided_p(t, n - 1))
+    return PairedTest(n, mean, std, t, t_two_sided_p(t, n - 1), t_half_width(std, n))
 
 
 def t_two_sided_p(t: float, df: float) -> float:
@@ -78,12 +122,16 @@ def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> p
     Args:
         runs: one row per run with ``cell_id``, ``seed``, ``status`` (``ok`` counts) and the ``METRICS`` columns.
         cells: one row per cell with ``cell_id`` and ``baseline_id`` (plus any descriptive columns, kept in front).
-        alpha: significance level of the two-sided paired t-test.
+            All of them are one study: Holm's correction runs over all its non-baseline cells.
+        alpha: family-wise significance level (Holm over the paired t-tests of the study).
 
     Returns:
-        ``cells`` plus ``n``, ``failed``, ``<metric>_mean`` / ``_std``, ``delta_<m>`` (mean of the paired
-        differences cell - baseline over seeds both finished), ``delta_<m>_std``, ``pairs``, ``t_<m>``, ``p_<m>``,
-        ``significant`` (test AUC, ``p < alpha``), ``samples_per_sec``, ``seconds`` and a ``note``.
+        ``cells`` plus ``n``, ``failed``, ``<metric>_mean`` / ``_std`` / ``_ci95`` (half-width of the 95% Student-t
+        interval of the mean), ``delta_<m>`` (mean of the paired differences cell - baseline over seeds both
+        finished), ``delta_<m>_std``, ``delta_<m>_ci95``, ``baseline_<m>_mean`` (the baseline's mean over those
+        seeds: ``delta_<m>`` is the cell's mean minus it there), ``pairs``, ``t_<m>``, ``p_<m>`` (raw),
+        ``p_<m>_holm`` (Holm-adjusted over the study's non-baseline cells), ``significant`` (test AUC,
+        ``p_test_auc_holm < alpha``), ``samples_per_sec``, ``seconds`` and a ``note``.
     """
     import pandas as pd
 
@@ -97,21 +145,28 @@ def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> p
         row["failed"] = int(((runs["cell_id"] == cell["cell_id"]) & (runs["status"] == "failed")).sum())
         for m in METRICS:
             row[f"{m}_mean"], row[f"{m}_std"], _ = mean_std(mine[m].tolist())
+            row[f"{m}_ci95"] = mean_ci(mine[m].tolist())[1]
         paired = mine.merge(base, on="seed", suffixes=("", "_base"))
         is_base = cell["cell_id"] == cell["baseline_id"]
         for m in COMPARED:
             test = paired_ttest(paired[m].tolist(), paired[f"{m}_base"].tolist())
+            row[f"baseline_{m}_mean"] = mean_std(paired[f"{m}_base"].tolist())[0]
             row[f"delta_{m}"] = test.mean  # 0 for a baseline (paired with itself)
-            row[f"delta_{m}_std"], row[f"t_{m}"], row[f"p_{m}"] = (
-                (math.nan,) * 3 if is_base else (test.std, test.t, test.p)
+            row[f"delta_{m}_std"], row[f"delta_{m}_ci95"], row[f"t_{m}"], row[f"p_{m}"] = (
+                (math.nan,) * 4 if is_base else (test.std, test.ci, test.t, test.p)
             )
         row["pairs"] = len(paired)
-        p = row["p_test_auc"]
-        row["significant"] = bool(not math.isnan(p) and p < alpha)
         row["samples_per_sec"] = float(mine["samples_per_sec"].mean()) if len(mine) else math.nan
         row["seconds"] = float(mine["seconds"].mean()) if len(mine) else math.nan
-        row["note"] = _note(row, is_base)
+        row["_is_base"] = is_base
         rows.append(row)
+    for m in COMPARED:  # one family per metric: every non-baseline cell of the study (baselines have p NaN)
+        for row, adjusted in zip(rows, holm([r[f"p_{m}"] for r in rows])):
+            row[f"p_{m}_holm"] = adjusted
+    for row in rows:
+        p = row["p_test_auc_holm"]
+        row["significant"] = bool(not math.isnan(p) and p < alpha)
+        row["note"] = _note(row, row.pop("_is_base"))
     return pd.DataFrame(rows)
 
 

@@ -10,6 +10,10 @@ click rate.
 Rows are generated in fixed blocks of ``GEN_BLOCK`` rows, each from its own seeded stream, so the output for a
 seed is identical whatever ``chunk_rows`` is used to write it.
 
+The planted model is known, so the best ranking any model can learn is known too: each row's true click
+probability goes to a sidecar file (:func:`oracle_path`, hidden, next to the data) and :func:`oracle_auc` gives
+the AUC of those probabilities on the rows of a split, the oracle a trained model's AUC is measured against.
+
 CLI::
 
     python -m ctr.data.generate OUT --rows N --seed S
@@ -18,6 +22,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -26,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from ctr.data.criteo import CAT_COLUMNS, INT_COLUMNS, LABEL, NUM_CAT, NUM_INT
-from ctr.data.split import splitmix64
+from ctr.data.split import assign_splits, splitmix64
 
 GEN_BLOCK = 1 << 14  # rows per independently seeded block
 TABLE_SLOTS = 1 << 15  # distinct planted effects per categorical field (ranks beyond share slots)
@@ -43,6 +50,7 @@ NUMERIC_AMP = 0.5
 CROSS_SCALE = 0.3
 DEFAULT_ROWS = 300_000
 DEFAULT_SEED = 2024
+ORACLE_SUFFIX = ".oracle.npz"  # sidecar of a generated file: its rows' labels and planted click probabilities
 
 # (missing rate, mu, sigma) of log-normal counts floor(exp(mu + sigma * z)); rates as in Criteo Kaggle.
 INT_SPECS: list[tuple[float, float, float]] = [
@@ -271,11 +279,17 @@ def format_block(block: Block) -> pa.Table:
 
 
 def generate_criteo(
-    path: str | Path, rows: int, seed: int = 0, chunk_rows: int = 1 << 17, progress: bool = False
+    path: str | Path,
+    rows: int,
+    seed: int = 0,
+    chunk_rows: int = 1 << 17,
+    progress: bool = False,
+    oracle: bool = True,
 ) -> Path:
     """Write ``rows`` synthetic rows in raw Criteo format to ``path`` (gzip if it ends in ``.gz``).
 
-    Memory is bounded by ``chunk_rows``; the file is written to a temporary name and renamed at the end.
+    Memory is bounded by ``chunk_rows`` (plus 9 bytes per row for the oracle sidecar); the file is written to a
+    temporary name and renamed at the end.
 
     Args:
         path: output file.
@@ -283,6 +297,8 @@ def generate_criteo(
         seed: the planted model and all draws depend only on it.
         chunk_rows: rows formatted and written at once; does not change the output.
         progress: show a tqdm bar on stderr.
+        oracle: also write each row's label and planted click probability to :func:`oracle_path` ``(path)``
+            (an old sidecar is removed first, so none outlives the data it describes).
 
     Returns:
         ``path`` as a Path.
@@ -296,22 +312,166 @@ def generate_criteo(
     from tqdm import tqdm
 
     bar = tqdm(total=rows, unit="rows", desc=f"generate {path.name}", disable=not progress, file=sys.stderr)
+    oracle_path(path).unlink(missing_ok=True)
+    labels, probs = [], []
     try:
         sink = pa.CompressedOutputStream(str(tmp), "gzip") if path.suffix == ".gz" else pa.OSFile(str(tmp), "wb")
         with sink:
             for block in iterate_rows(rows, seed, chunk_rows):
                 pacsv.write_csv(format_block(block), sink, options)
+                if oracle:
+                    labels.append(block.label)
+                    probs.append(click_probability(block.logit))
                 bar.update(len(block.label))
         os.replace(tmp, path)
     finally:
         bar.close()
         tmp.unlink(missing_ok=True)
+    if oracle:
+        write_oracle(path, np.concatenate(labels or [np.zeros(0, np.int8)]), np.concatenate(probs or [np.zeros(0)]))
     return path
+
+
+# ------------------------------------------------------------------------------------------------------ the oracle
+
+
+def click_probability(logit: np.ndarray) -> np.ndarray:
+    """The planted click probability of a row, ``sigmoid(logit)``: the one its label was drawn with."""
+    return 1 / (1 + np.exp(-logit))
+
+
+def planted_clicks(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Recompute the first ``rows`` rows for ``seed``: (N,) int8 labels and (N,) float64 click probabilities."""
+    blocks = list(iterate_rows(rows, seed))
+    if not blocks:
+        return np.zeros(0, np.int8), np.zeros(0)
+    return np.concatenate([b.label for b in blocks]), np.concatenate([click_probability(b.logit) for b in blocks])
+
+
+def oracle_path(path: str | Path) -> Path:
+    """The oracle sidecar of generated file ``path``: ``.<name>.oracle.npz`` beside it (hidden, so that a data
+    directory's ``train.txt`` does not gain a second file named ``train.*``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{ORACLE_SUFFIX}")
+
+
+def write_oracle(
+    path: str | Path, labels: np.ndarray, probs: np.ndarray, first_line: int = 1, layout: dict | None = None
+) -> Path:
+    """Write the sidecar of ``path`` (atomically): ``label`` (int8) and ``prob`` (float64), one per row, file order.
+
+    A declared table's sidecar also holds ``first_line``, the line (or row) number the reader gives the first row
+    (2 after a CSV header), and ``layout``, how to read its labels back (JSON of ``format``, ``delimiter``,
+    ``header``, ``column_names``, ``label``, ``positive``, ``negative``); a raw Criteo file's has neither.
+    """
+    out = oracle_path(path)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}.npz")
+    arrays = {"label": np.asarray(labels, np.int8), "prob": np.asarray(probs, np.float64)}
+    if first_line != 1:
+        arrays["first_line"] = np.int64(first_line)
+    if layout is not None:
+        arrays["layout"] = np.array(json.dumps(layout, sort_keys=True))
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def file_labels(path: str | Path) -> np.ndarray:
+    """(N,) int8 labels (first column) of a raw Criteo-format file, in file order."""
+    read = pacsv.ReadOptions(column_names=[LABEL, *INT_COLUMNS, *CAT_COLUMNS])
+    parse = pacsv.ParseOptions(delimiter="\t", quote_char=False)
+    convert = pacsv.ConvertOptions(include_columns=[LABEL], column_types={LABEL: pa.int8()})
+    table = pacsv.read_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    return table.column(LABEL).to_numpy().astype(np.int8)
+
+
+def table_labels(path: str | Path, layout: dict) -> np.ndarray | None:
+    """(N,) int8 labels of a declared table's file, in file order (``layout`` as :func:`write_oracle` saves it);
+    None when the file cannot be read so or holds a label value the layout does not declare."""
+    name = layout["label"]
+    try:
+        if layout["format"] == "parquet":
+            column = pq.read_table(path, columns=[name]).column(name)
+        else:
+            read = pacsv.ReadOptions(column_names=layout["column_names"] or None)
+            parse = pacsv.ParseOptions(delimiter=layout["delimiter"])
+            convert = pacsv.ConvertOptions(include_columns=[name], column_types={name: pa.string()})
+            column = pacsv.read_csv(str(path), read, parse, convert).column(name)
+    except (pa.ArrowInvalid, KeyError, OSError):
+        return None
+    text = pc.fill_null(pc.cast(column, pa.string()), "")
+    positive = pc.is_in(text, value_set=pa.array(layout["positive"], pa.string())).to_numpy(zero_copy_only=False)
+    negative = pc.is_in(text, value_set=pa.array(layout["negative"], pa.string())).to_numpy(zero_copy_only=False)
+    return positive.astype(np.int8) if np.all(positive | negative) else None
+
+
+def read_oracle(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (labels, click probabilities) of the rows of generated file ``path``, or None when not known.
+
+    From the sidecar (:func:`oracle_path`); for the bundled sample without one, recomputed from its seed and
+    cached in a sidecar. Either way the labels must equal the file's, row for row: a file regenerated by other
+    code, or not generated at all, has no oracle.
+    """
+    known = _known_oracle(path)
+    return None if known is None else known[:2]
+
+
+def _known_oracle(path: str | Path) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """:func:`read_oracle` plus the line number the reader gives the first row."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    sidecar = oracle_path(path)
+    first_line, layout = 1, None
+    if sidecar.is_file():
+        with np.load(sidecar) as z:
+            labels, probs = z["label"], z["prob"]
+            if "first_line" in z.files:
+                first_line = int(z["first_line"])
+            if "layout" in z.files:
+                layout = json.loads(str(z["layout"]))
+    elif path.resolve() == _bundled_path():
+        labels, probs = planted_clicks(DEFAULT_ROWS, DEFAULT_SEED)
+    else:
+        return None
+    in_file = file_labels(path) if layout is None else table_labels(path, layout)
+    if in_file is None or not np.array_equal(labels, in_file):
+        return None
+    if not sidecar.is_file():
+        write_oracle(path, labels, probs)
+    return labels, probs, first_line
+
+
+def oracle_auc(path: str | Path, split_seed: int, split: list[float]) -> float | None:
+    """AUC of the planted click probabilities on the test rows of generated file ``path`` (None when unknown).
+
+    The test rows are those the data preparation assigns to the test split of a single raw file
+    (:func:`ctr.data.split.assign_splits` of the line numbers the reader gives the rows, 1-based and after a CSV
+    header, with ``data.split_seed``, ``data.split``).
+    No model scores better in expectation: the probabilities are the ones the labels were drawn with.
+    """
+    from ctr.metrics import auc
+
+    known = _known_oracle(path)
+    if known is None:
+        return None
+    labels, probs, first_line = known
+    test = assign_splits(np.arange(first_line, first_line + len(labels), dtype=np.int64), split_seed, split) == 2
+    if not 0 < int(labels[test].sum()) < int(test.sum()):
+        return None
+    return auc(labels[test], probs[test])
+
+
+def _bundled_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "data" / "generated" / "criteo_sample.txt"
 
 
 def default_data_path() -> Path:
     """The bundled sample ``data/generated/criteo_sample.txt`` (``DEFAULT_ROWS`` rows), generated on first use."""
-    path = Path(__file__).resolve().parents[2] / "data" / "generated" / "criteo_sample.txt"
+    path = _bundled_path()
     if not path.exists():
         print(f"generating the bundled sample {path} ({DEFAULT_ROWS:,} rows, seed {DEFAULT_SEED})", file=sys.stderr)
         generate_criteo(path, DEFAULT_ROWS, seed=DEFAULT_SEED)
@@ -325,8 +485,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--chunk-rows", type=int, default=1 << 17)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-oracle", action="store_true", help="no sidecar with the planted click probabilities")
     args = parser.parse_args(argv)
-    generate_criteo(args.out, args.rows, args.seed, args.chunk_rows, progress=not args.quiet)
+    generate_criteo(args.out, args.rows, args.seed, args.chunk_rows, progress=not args.quiet, oracle=not args.no_oracle)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ class EpochTrainer:
         device: where batches are moved before the forward pass.
         steps_per_epoch: batches per epoch, for the schedule's length, the progress bar and the last loss record.
         hooks: called after each backward pass, before the optimizer step, as ``hook(step, model, batch, loss)``
-            with the unwrapped model and the 0-based step (diagnostics).
+            with the unwrapped model and the 0-based step (diagnostics); under fp16 the gradients they see are
+            already unscaled (the true gradients of ``loss``).
         progress: show a tqdm bar per epoch on stderr.
     """
 
@@ -107,6 +108,11 @@ class EpochTrainer:
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
         self.optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.scaler and self.hooks:
+            # hooks read true gradients, not gradients times the loss scale; ``step`` then skips its own unscale
+            # (one unscale per optimizer per step, as GradScaler requires) and still skips the step on inf/NaN
+            for opt in self.optimizer.optimizers:
+                self.scaler.unscale_(opt)
         for hook in self.hooks:
             hook(self.step, self.core, batch, loss)
         if self.scaler:

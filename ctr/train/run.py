@@ -60,7 +60,7 @@ def train_run(
     model, train_model = build_train_model(prepared.schema, cfg, ctx)
     log_model(model, cfg, prepared, ctx)
     data = open_data_source(prepared, cfg, ctx)
-    with open_diagnostics(cfg.diagnostics, run_dir.path) as diagnostics:
+    with open_diagnostics(cfg.diagnostics, run_dir.path, lr=cfg.train.lr) as diagnostics:
         result = fit(train_model, data, cfg, run_dir, ctx.device, hooks + diagnostics, ctx)
     results: dict[str, Any] = {}
     if ctx.is_main:
