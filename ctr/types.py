@@ -72,9 +72,14 @@ class Schema:
         return len(self.fields)
 
     @property
+    def multi_fields(self) -> list[Field]:
+        """Multi-valued fields (ids of several values per row, pooled into one embedding), in model order (Fm)."""
+        return [f for f in self.fields if f.encoding == "multi"]
+
+    @property
     def id_rows(self) -> int:
-        """Rows of all id fields' embedding tables together (sum of vocab sizes)."""
-        return sum(f.vocab_size for f in self.id_fields)
+        """Rows of all embedding tables together (sum of the vocab sizes of id and multi-valued fields)."""
+        return sum(f.vocab_size for f in self.id_fields + self.multi_fields)
 
     def to_json(self, path: str | Path) -> None:
         """Write ``schema.json``: one line per field and per other key (json's fast encoder, no deep copy)."""
@@ -121,6 +126,8 @@ class Batch:
         label: (B,) float32 in {0, 1}.
         group: (B,) int64 key of each row's group (``data.group``, e.g. a user id) for group AUC, or None.
             Models never read it.
+        multi: (B, Fm, L) int64 ids of the multi-valued fields (``Schema.multi_fields`` order), -1 after a row's
+            last value (L = the longest ``max_len``), or None when the schema has none.
     """
 
     ids: torch.Tensor
@@ -128,12 +135,13 @@ class Batch:
     dense_missing: torch.Tensor
     label: torch.Tensor
     group: torch.Tensor | None = None
+    multi: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.label.shape[0]
 
     def _tensors(self) -> tuple[torch.Tensor | None, ...]:
-        return (self.ids, self.dense, self.dense_missing, self.label, self.group)
+        return (self.ids, self.dense, self.dense_missing, self.label, self.group, self.multi)
 
     def rows(self, index: torch.Tensor | slice) -> Batch:
         """Rows ``index`` (an int64 index tensor, or a slice for a zero-copy view)."""

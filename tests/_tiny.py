@@ -38,7 +38,15 @@ def tiny_batch(schema: Schema | None = None, batch_size: int = 32, seed: int = 0
     dense = dense.masked_fill(missing, 0.0)
     label = (torch.rand(batch_size, generator=g) < 0.5).float()
     label[0], label[1] = 0.0, 1.0
-    return Batch(ids, dense, missing, label)
+    multi = None
+    if schema.multi_fields:  # (B, Fm, L): 1..max_len values per row, -1 after them
+        length = max(int(f.stats["max_len"]) for f in schema.multi_fields)
+        multi = torch.full((batch_size, len(schema.multi_fields), length), -1, dtype=torch.long)
+        for j, f in enumerate(schema.multi_fields):
+            n = torch.randint(1, int(f.stats["max_len"]) + 1, (batch_size,), generator=g)
+            values = torch.randint(0, f.vocab_size, (batch_size, length), generator=g)
+            multi[:, j] = torch.where(torch.arange(length) < n[:, None], values, -1)
+    return Batch(ids, dense, missing, label, multi=multi)
 
 
 def model_config(

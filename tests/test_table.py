@@ -261,3 +261,48 @@ def test_temporal_split_puts_the_latest_rows_in_test_and_is_rebuilt_by_evaluate(
     assert test.label.equal(load_split(prepared, "test").label) and len(test) == 200
     with pytest.raises(DataError, match="must name a datetime or numeric column"):
         spec(split_by_time="site")
+
+
+def test_multi_valued_cells_become_padded_ids_with_their_own_vocabulary(tmp_path: Path) -> None:
+    """A ``^``-joined cell becomes up to ``max_len`` ids in order (-1 after the last value, an empty cell one
+    missing id); a longer cell is an error naming its line, or truncated with ``truncate: true``; the prepared
+    split and a re-encoded raw file agree."""
+    d = tmp_path / "mv"
+    d.mkdir()
+    rows = ["1,u1,a^b", "0,u2,", "1,u1,b^c^d", "0,u3,a", "1,u2,c^a", "0,u1,zz"]
+    for split in ("train", "valid", "test"):
+        write(d / f"{split}.csv", rows, header="click,user,hist")
+    columns = {"user": "categorical", "hist": {"kind": "multi_valued", "max_len": 2, "truncate": True}}
+    data = config_section(
+        "data",
+        path=str(d),
+        cache_dir=str(tmp_path / "c"),
+        format="csv",
+        label={"name": "click"},
+        columns=columns,
+        min_count=1,
+    )
+    prepared = prepare_data(data, progress=False)
+    hist = prepared.schema.multi_fields[0]
+    assert (hist.name, hist.encoding, hist.stats["vocab"], hist.stats["max_len"]) == (
+        "hist",
+        "multi",
+        ["a", "b", "c", "zz"],  # "d" is cut by max_len 2: never seen
+        2,
+    )
+    vocab = {v: FIRST_ID + i for i, v in enumerate(hist.stats["vocab"])}
+    got = load_split(prepared, "test").multi[:, 0].tolist()
+    assert got == [
+        [vocab["a"], vocab["b"]],
+        [MISSING_ID, -1],
+        [vocab["b"], vocab["c"]],
+        [vocab["a"], -1],
+        [vocab["c"], vocab["a"]],
+        [vocab["zz"], -1],
+    ]
+    assert encode_raw(d / "test.csv", prepared.schema).multi.equal(load_split(prepared, "test").multi)
+    strict = spec(
+        columns={"hist": {"kind": "multi_valued", "max_len": 2}}, label={"name": "click"}, extra_columns="ignore"
+    )
+    with pytest.raises(DataError, match="test.csv line 4, column hist: more than max_len=2 values"):
+        read_all(d / "test.csv", strict)

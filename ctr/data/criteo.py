@@ -54,6 +54,7 @@ class RawBatch:
         group: (N,) int64 key of each row's group column (declared tables with ``data.group``), or None.
         time: (N,) float64 time of each row (declared tables with ``data.split_by_time``: seconds for a datetime
             column, the value for a numeric one), or None.
+        multi: per multi-valued column of a declared table, (N, max_len) int64 keys of its values (0 = none).
     """
 
     lines: np.ndarray
@@ -63,6 +64,7 @@ class RawBatch:
     cats: np.ndarray
     group: np.ndarray | None = None
     time: np.ndarray | None = None
+    multi: list[np.ndarray] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -79,6 +81,7 @@ class RawBatch:
             self.cats[:, rows],
             group,
             time,
+            [m[rows] for m in self.multi],
         )
 
 

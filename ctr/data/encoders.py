@@ -495,6 +495,53 @@ class HashEncoder(ColumnEncoder):
         return enc
 
 
+PAD_ID = -1  # a multi-valued field's positions after its last value (models mask them out)
+
+
+class MultiValuedEncoder(ColumnEncoder):
+    """A multi-valued column: a vocabulary (or hash) over its values, encoded as (N, max_len) ids.
+
+    Positions after a cell's last value are ``PAD_ID``; an empty cell is one ``MISSING_ID`` value, so it has an
+    embedding of its own. The field's ``stats`` add ``max_len`` and ``pooling`` to the inner encoder's.
+    """
+
+    encoding = "multi"
+
+    def __init__(self, inner: ColumnEncoder, max_len: int, pooling: str) -> None:
+        super().__init__(inner.name, inner.source)
+        self.inner, self.max_len, self.pooling = inner, max_len, pooling
+        self.transform_name = inner.transform_name
+
+    def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
+        """``values``: (N, max_len) keys, 0 where there is no value."""
+        flat = values.ravel()
+        self.inner.partial_fit(flat, flat == 0)
+
+    def finish(self) -> Field:
+        f = self.inner.finish()
+        stats = {**f.stats, "max_len": self.max_len, "pooling": self.pooling}
+        self.field = Field(f.name, f.source, "multi", f.transform, f.vocab_size, stats)
+        return self.field
+
+    def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """(N, max_len) keys -> (max_len, N) int32 ids (positions first, the row axis last like other arrays)."""
+        self._check_fitted()
+        flat = values.ravel()
+        ids = self.inner.transform(flat, flat == 0).reshape(values.shape)
+        ids[values == 0] = PAD_ID
+        empty = ~(values != 0).any(axis=1)
+        ids[empty, 0] = MISSING_ID
+        return np.ascontiguousarray(ids.T)
+
+    @classmethod
+    def from_field(cls, field: Field, codec: KeyCodec) -> MultiValuedEncoder:
+        inner_field = Field(field.name, field.source, "id", field.transform, field.vocab_size, field.stats)
+        inner = {"vocab": VocabEncoder, "hash": HashEncoder}[field.transform].from_field(inner_field, codec)
+        enc = cls(inner, int(field.stats["max_len"]), field.stats["pooling"])
+        enc.field = field
+        return enc
+
+
 @dataclass
 class FactorizedBatch:
     """Parsed rows with each categorical column factorized within the batch (what prepare keeps between passes).
@@ -507,6 +554,7 @@ class FactorizedBatch:
             ``uniques[j][codes[j][i]]``.
         uniques: NUM_CAT arrays of the distinct int64 keys of each column in this batch (0 = missing).
         group: (N,) int64 group keys, or None.
+        multi: (sum of max_len, N) int64 keys of the multi-valued columns, their positions stacked, or None.
     """
 
     label: np.ndarray
@@ -515,6 +563,7 @@ class FactorizedBatch:
     codes: np.ndarray
     uniques: list[np.ndarray]
     group: np.ndarray | None = None
+    multi: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -528,7 +577,8 @@ def factorize_batch(batch: RawBatch) -> FactorizedBatch:
         c, u = pd.factorize(keys)
         codes[j] = c
         uniques.append(np.asarray(u, dtype=np.int64))
-    return FactorizedBatch(batch.label, batch.ints, batch.int_missing, codes, uniques, batch.group)
+    multi = np.concatenate([m.T for m in batch.multi]) if batch.multi else None
+    return FactorizedBatch(batch.label, batch.ints, batch.int_missing, codes, uniques, batch.group, multi)
 
 
 @dataclass
@@ -541,6 +591,8 @@ class EncodedBatch:
         dense_missing: (Fn, N) bool.
         label: (N,) int8.
         group: (N,) int64 group keys, or None.
+        multi: (sum of max_len, N) int32 ids of the multi-valued fields, their positions stacked in field order,
+            ``PAD_ID`` after a cell's last value; or None.
     """
 
     ids: np.ndarray
@@ -548,10 +600,11 @@ class EncodedBatch:
     dense_missing: np.ndarray
     label: np.ndarray
     group: np.ndarray | None = None
+    multi: np.ndarray | None = None
 
     def columns(self) -> tuple[np.ndarray | None, ...]:
         """Every array, the row axis last."""
-        return (self.ids, self.dense, self.dense_missing, self.label, self.group)
+        return (self.ids, self.dense, self.dense_missing, self.label, self.group, self.multi)
 
     def __len__(self) -> int:
         return len(self.label)
@@ -568,9 +621,15 @@ class TableEncoder:
         >>> encoded = enc.transform(test_batch)
     """
 
-    def __init__(self, numeric: list[ColumnEncoder], categorical: list[ColumnEncoder], codec: KeyCodec) -> None:
+    def __init__(
+        self,
+        numeric: list[ColumnEncoder],
+        categorical: list[ColumnEncoder],
+        codec: KeyCodec,
+        multi: list[MultiValuedEncoder] | None = None,
+    ) -> None:
         self.codec = codec
-        self.numeric, self.categorical = numeric, categorical
+        self.numeric, self.categorical, self.multi = numeric, categorical, list(multi or [])
         self.fields: list[Field] = []
 
     @classmethod
@@ -606,11 +665,26 @@ class TableEncoder:
                     categorical.append(HashEncoder(name, "categorical", c.buckets, codec))
                 else:
                     categorical.append(VocabEncoder(name, "categorical", c.min_count, codec))
-        return cls(numeric, categorical, codec)
+        multi = []
+        for c in spec.multi:
+            if c.buckets:
+                inner: ColumnEncoder = HashEncoder(c.name, "categorical", c.buckets, codec)
+            else:
+                inner = VocabEncoder(c.name, "categorical", c.min_count, codec)
+            multi.append(MultiValuedEncoder(inner, c.max_len, c.pooling))
+        return cls(numeric, categorical, codec, multi)
 
     @property
     def encoders(self) -> list[ColumnEncoder]:
-        return [*self.numeric, *self.categorical]
+        return [*self.numeric, *self.categorical, *self.multi]
+
+    def _multi_blocks(self, multi: np.ndarray | None) -> list[np.ndarray]:
+        """(sum of max_len, N) stacked keys -> one (N, max_len) array per multi-valued field."""
+        out, start = [], 0
+        for enc in self.multi:
+            out.append(multi[start : start + enc.max_len].T)
+            start += enc.max_len
+        return out
 
     def partial_fit(self, batch: RawBatch, train: np.ndarray | None = None) -> None:
         """Update every column's fit with the train rows of a batch (all rows, or those where ``train`` is True)."""
@@ -624,6 +698,8 @@ class TableEncoder:
             if train is not None:
                 keys = keys[train]
             enc.partial_fit(keys, keys == 0)
+        for enc, keys in zip(self.multi, batch.multi):
+            enc.partial_fit(keys if train is None else keys[train], None)
 
     def finish(self) -> list[Field]:
         """Freeze all fits; returns the Fields in model order."""
@@ -638,6 +714,7 @@ class TableEncoder:
             batch.int_missing,
             lambda j, enc: enc.transform(batch.cats[j], batch.cats[j] == 0),
             batch.group,
+            batch.multi,
         )
 
     def partial_fit_factorized(self, batch: FactorizedBatch, train: np.ndarray | None = None) -> None:
@@ -654,6 +731,10 @@ class TableEncoder:
             counts = np.bincount(codes[j], minlength=len(uniques))
             keep = (counts > 0) & (uniques != 0)
             enc.partial_fit_counts(uniques[keep], counts[keep])
+        if self.multi:
+            multi = batch.multi if train is None else np.take(batch.multi, np.flatnonzero(train), axis=1)
+            for enc, keys in zip(self.multi, self._multi_blocks(multi)):
+                enc.partial_fit(keys, None)
 
     def transform_factorized(self, batch: FactorizedBatch) -> EncodedBatch:
         """:meth:`transform` for a factorized batch: each distinct categorical value is looked up once."""
@@ -662,15 +743,22 @@ class TableEncoder:
             uniques = batch.uniques[j]
             return enc.transform(uniques, uniques == 0)[batch.codes[j]]
 
-        return self._transform(batch.label, batch.ints, batch.int_missing, cat_ids, batch.group)
+        multi = self._multi_blocks(batch.multi) if self.multi else []
+        return self._transform(batch.label, batch.ints, batch.int_missing, cat_ids, batch.group, multi)
 
     def _transform(
-        self, label: np.ndarray, ints: np.ndarray, int_missing: np.ndarray, cat_ids: Any, group: np.ndarray | None
+        self,
+        label: np.ndarray,
+        ints: np.ndarray,
+        int_missing: np.ndarray,
+        cat_ids: Any,
+        group: np.ndarray | None,
+        multi: list[np.ndarray],
     ) -> EncodedBatch:
         if not self.fields:
             raise RuntimeError("TableEncoder is not fitted: call finish() or build it with from_fields()")
         n = len(label)
-        id_encs = [e for e in self.encoders if e.encoding == "id"]
+        id_encs = [e for e in [*self.numeric, *self.categorical] if e.encoding == "id"]
         dense_encs = [e for e in self.encoders if e.encoding == "dense"]
         ids = np.empty((len(id_encs), n), dtype=np.int32)
         dense = np.empty((len(dense_encs), n), dtype=np.float32)
@@ -687,7 +775,10 @@ class TableEncoder:
         for j, enc in enumerate(self.categorical):
             ids[i] = cat_ids(j, enc)
             i += 1
-        return EncodedBatch(ids, dense, dense_missing, label, group)
+        multi_ids = (
+            np.concatenate([enc.transform(keys, None) for enc, keys in zip(self.multi, multi)]) if self.multi else None
+        )
+        return EncodedBatch(ids, dense, dense_missing, label, group, multi_ids)
 
     @classmethod
     def from_fields(cls, fields: list[Field], codec: KeyCodec | None = None) -> TableEncoder:
@@ -702,10 +793,14 @@ class TableEncoder:
         for f in fields:
             if f.transform not in kinds:
                 raise DataError(f"field {f.name}: unknown transform {f.transform!r}; valid: {', '.join(kinds)}")
-            built.append(kinds[f.transform].from_field(f, codec))
+            kind = MultiValuedEncoder if f.encoding == "multi" else kinds[f.transform]
+            built.append(kind.from_field(f, codec))
         k = sum(f.source == "numeric" for f in fields)
-        if any(f.source != "numeric" for f in fields[:k]):
-            raise DataError("schema fields must list numeric fields before categorical ones")
-        enc = cls(built[:k], built[k:], codec)
+        m = sum(f.encoding == "multi" for f in fields)
+        if any(f.source != "numeric" for f in fields[:k]) or any(
+            f.encoding != "multi" for f in fields[len(fields) - m :]
+        ):
+            raise DataError("schema fields must list numeric fields, then categorical ones, then multi-valued ones")
+        enc = cls(built[:k], built[k : len(built) - m], codec, built[len(built) - m :])
         enc.fields = list(fields)
         return enc

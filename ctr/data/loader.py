@@ -48,7 +48,21 @@ def tensors_from_table(table: pa.Table, schema: Schema) -> Batch:
     missing = _stack_columns([col(f"{f.name}__missing") for f in schema.dense_fields], n, np.bool_)
     label = torch.from_numpy(col("label").astype(np.float32))
     group = torch.from_numpy(col(GROUP_COLUMN).astype(np.int64)) if GROUP_COLUMN in table.column_names else None
-    return Batch(ids, dense, missing, label, group)
+    multi = [
+        table.column(f.name).combine_chunks().flatten().to_numpy().reshape(n, int(f.stats["max_len"]))
+        for f in schema.multi_fields
+    ]
+    return Batch(ids, dense, missing, label, group, _stack_multi(multi, n))
+
+
+def _stack_multi(fields: Sequence[np.ndarray], n: int) -> torch.Tensor | None:
+    """(N, L_j) id arrays of the multi-valued fields -> (N, Fm, max L_j) int64, -1 beyond each field's length."""
+    if not fields:
+        return None
+    out = np.full((n, len(fields), max(f.shape[1] for f in fields)), -1, dtype=np.int64)
+    for j, f in enumerate(fields):
+        out[:, j, : f.shape[1]] = f
+    return torch.from_numpy(out)
 
 
 def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch:
@@ -61,12 +75,19 @@ def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch
     has_group = bool(parts) and parts[0].group is not None
     group = torch.from_numpy(np.concatenate([p.group for p in parts]).astype(np.int64)) if has_group else None
     n = len(label)
+    multi, start = [], 0
+    for f in schema.multi_fields:
+        length = int(f.stats["max_len"])
+        rows = [p.multi[start : start + length] for p in parts]
+        multi.append(np.concatenate(rows, axis=1).T if rows else np.zeros((0, length), np.int32))
+        start += length
     return Batch(
         _stack_columns(ids, n, np.int64),
         _stack_columns(dense, n, np.float32),
         _stack_columns(missing, n, np.bool_),
         torch.from_numpy(label.astype(np.float32)),
         group,
+        _stack_multi(multi, n),
     )
 
 

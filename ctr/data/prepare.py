@@ -317,8 +317,8 @@ def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
     """Append parsed rows to pass 1's temporary file, as raw little-endian arrays (a private format, kept small).
 
     Each batch is a header (int64: n, bytes per numeric value, numeric rows Fi, categorical columns Fc, 1 when
-    a group column follows, then the Fc uniques' lengths), then split (n int8), label (n int8), the group keys
-    (n int64, if any), ints (Fi x n: int32 when they are integers that
+    a group column follows, the rows M of stacked multi-valued keys, then the Fc uniques' lengths), then split
+    (n int8), label (n int8), the group keys (n int64, if any), the multi-valued keys (M x n int64), ints (Fi x n: int32 when they are integers that
     fit, else int64 or float64), int_missing (Fi rows of n bits), per categorical column its codes (n values of
     the narrowest unsigned type) and its uniques.
     """
@@ -331,11 +331,14 @@ def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
     width = -8 if ints.dtype.kind == "f" else ints.itemsize  # negative: float64
     sizes = [len(u) for u in batch.uniques]
     has_group = int(batch.group is not None)
-    sink.write(np.array([n, width, len(ints), len(sizes), has_group, *sizes], dtype=np.int64).tobytes())
+    multi_rows = 0 if batch.multi is None else len(batch.multi)
+    sink.write(np.array([n, width, len(ints), len(sizes), has_group, multi_rows, *sizes], dtype=np.int64).tobytes())
     sink.write(np.ascontiguousarray(split).data)
     sink.write(np.ascontiguousarray(batch.label).data)
     if has_group:
         sink.write(np.ascontiguousarray(batch.group, dtype=np.int64).data)
+    if multi_rows:
+        sink.write(np.ascontiguousarray(batch.multi, dtype=np.int64).data)
     sink.write(np.ascontiguousarray(ints).data)
     sink.write(np.ascontiguousarray(np.packbits(batch.int_missing, axis=1, bitorder="little")).data)
     for codes, uniques in zip(batch.codes, batch.uniques):
@@ -348,12 +351,13 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 
     def batches() -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
         with open(path, "rb") as f:
-            while head := f.read(8 * 5):
-                n, width, n_int, n_cat, has_group = np.frombuffer(head, np.int64).tolist()
+            while head := f.read(8 * 6):
+                n, width, n_int, n_cat, has_group, multi_rows = np.frombuffer(head, np.int64).tolist()
                 sizes = np.fromfile(f, np.int64, n_cat).tolist()
                 split = np.fromfile(f, np.int8, n)
                 label = np.fromfile(f, np.int8, n)
                 group = np.fromfile(f, np.int64, n) if has_group else None
+                multi = np.fromfile(f, np.int64, multi_rows * n).reshape(multi_rows, n) if multi_rows else None
                 dtype = {4: np.int32, 8: np.int64, -8: np.float64}[width]
                 ints = np.fromfile(f, dtype, n_int * n).reshape(n_int, n)
                 ints = ints.astype(np.int64) if width == 4 else ints
@@ -363,7 +367,7 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
                 for size in sizes:
                     codes.append(np.fromfile(f, _narrowest(size), n))
                     uniques.append(np.fromfile(f, np.int64, size))
-                yield FactorizedBatch(label, ints, missing, codes, uniques, group), split
+                yield FactorizedBatch(label, ints, missing, codes, uniques, group, multi), split
 
     return prefetch(batches())
 
@@ -372,8 +376,9 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 
 
 def parquet_schema(fields: Sequence[Field], group: bool = False) -> pa.Schema:
-    """Columns of a prepared split: ids int32, dense float32 plus ``__missing`` bool, ``label`` int8, and with
-    ``group`` the int64 group keys ``__group``; no nulls."""
+    """Columns of a prepared split: ids int32, dense float32 plus ``__missing`` bool, multi-valued fields as
+    fixed-size lists of ``max_len`` int32 ids (-1 after the last value), ``label`` int8, and with ``group`` the
+    int64 group keys ``__group``; no nulls."""
     cols = [pa.field(f.name, pa.int32(), nullable=False) for f in fields if f.encoding == "id"]
     for f in fields:
         if f.encoding == "dense":
@@ -381,6 +386,9 @@ def parquet_schema(fields: Sequence[Field], group: bool = False) -> pa.Schema:
                 pa.field(f.name, pa.float32(), nullable=False),
                 pa.field(f"{f.name}__missing", pa.bool_(), nullable=False),
             ]
+    for f in fields:
+        if f.encoding == "multi":
+            cols.append(pa.field(f.name, pa.list_(pa.int32(), int(f.stats["max_len"])), nullable=False))
     cols.append(pa.field("label", pa.int8(), nullable=False))
     if group:
         cols.append(pa.field(GROUP_COLUMN, pa.int64(), nullable=False))
@@ -396,6 +404,7 @@ class _ParquetSplits:
         self.schema = parquet_schema(fields, group)
         self.id_names = [f.name for f in fields if f.encoding == "id"]
         self.dense_names = [f.name for f in fields if f.encoding == "dense"]
+        self.multi_lens = [(f.name, int(f.stats["max_len"])) for f in fields if f.encoding == "multi"]
         self._pending: dict[str, list[EncodedBatch]] = {s: [] for s in self.splits}
         self._have = {s: 0 for s in self.splits}
         self.rows = {s: 0 for s in self.splits}
@@ -440,7 +449,7 @@ class _ParquetSplits:
             self._flush(split, head)
 
     def _flush(self, split: str, parts: list[EncodedBatch]) -> None:
-        table = _to_table(parts, self.schema, self.id_names, self.dense_names)
+        table = _to_table(parts, self.schema, self.id_names, self.dense_names, self.multi_lens)
         while len(self._inflight) >= 2:
             self._inflight.pop(0).result()
         self._inflight.append(
@@ -487,7 +496,13 @@ def _slice_encoded(b: EncodedBatch, start: int, stop: int) -> EncodedBatch:
     return EncodedBatch(*(a if a is None else a[..., start:stop] for a in b.columns()))
 
 
-def _to_table(parts: list[EncodedBatch], schema: pa.Schema, id_names: list[str], dense_names: list[str]) -> pa.Table:
+def _to_table(
+    parts: list[EncodedBatch],
+    schema: pa.Schema,
+    id_names: list[str],
+    dense_names: list[str],
+    multi_lens: list[tuple[str, int]],
+) -> pa.Table:
     """One table over ``parts`` without copying them together (each column has one chunk per part)."""
 
     def column(get: Any) -> pa.ChunkedArray:
@@ -499,6 +514,17 @@ def _to_table(parts: list[EncodedBatch], schema: pa.Schema, id_names: list[str],
     for j, name in enumerate(dense_names):
         cols[name] = column(lambda p, j=j: p.dense[j])
         cols[f"{name}__missing"] = column(lambda p, j=j: p.dense_missing[j])
+    start = 0
+    for name, length in multi_lens:
+        cols[name] = pa.chunked_array(
+            [
+                pa.FixedSizeListArray.from_arrays(
+                    np.ascontiguousarray(p.multi[start : start + length].T).ravel(), length
+                )
+                for p in parts
+            ]
+        )
+        start += length
     cols["label"] = column(lambda p: p.label)
     if GROUP_COLUMN in schema.names:
         cols[GROUP_COLUMN] = column(lambda p: p.group)
@@ -539,8 +565,11 @@ def encode_raw(
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     encoder = TableEncoder.from_fields(schema.fields)
     table = table_spec(schema.config)
-    columns = (INT_COLUMNS, CAT_COLUMNS) if table is None else (table.numeric_names, table.categorical_names)
-    fields = ([f.name for f in encoder.numeric], [f.name for f in encoder.categorical])
+    if table is None:
+        columns = (INT_COLUMNS, CAT_COLUMNS, [])
+    else:
+        columns = (table.numeric_names, table.categorical_names, [c.name for c in table.multi])
+    fields = ([f.name for f in encoder.numeric], [f.name for f in encoder.categorical], [f.name for f in encoder.multi])
     if [list(c) for c in columns] != [list(f) for f in fields]:
         raise DataError(f"{path}: the schema's fields {fields} are not the columns its data format reads {columns}")
     report = report if report is not None else BadRowReport()

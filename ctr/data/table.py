@@ -43,7 +43,8 @@ from ctr.data.criteo import (
 from ctr.errors import DataError
 
 FORMATS = ("criteo", "csv", "parquet")
-KINDS = ("numeric", "categorical", "datetime", "ignore")
+KINDS = ("numeric", "categorical", "multi_valued", "datetime", "ignore")
+POOLINGS = ("mean", "sum")
 NUMERIC_TRANSFORMS = ("log2_bucket", "log_standard", "quantile_bucket", "minmax", "none")
 DATETIME_PARTS = ("hour", "weekday", "weekend")
 MIN_BATCH_ROWS = 1 << 16
@@ -63,6 +64,10 @@ class ColumnSpec:
             buckets instead of a vocabulary (0 = vocabulary).
         format: datetime only: a ``strptime`` format (``%y%m%d%H`` for Avazu's ``hour``) or ``unix`` (seconds).
         derive: datetime only: the parts to derive, each a categorical field ``<name>_<part>``.
+        separator: multi_valued only: the string between a cell's values (``^`` by default).
+        max_len: multi_valued only: the most values a cell may hold.
+        truncate: multi_valued only: keep a longer cell's first ``max_len`` values instead of rejecting the row.
+        pooling: multi_valued only: ``mean`` or ``sum`` of the values' embeddings, one field embedding.
     """
 
     name: str
@@ -72,6 +77,10 @@ class ColumnSpec:
     buckets: int = 0
     format: str = ""
     derive: tuple[str, ...] = ()
+    separator: str = "^"
+    max_len: int = 0
+    truncate: bool = False
+    pooling: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,11 @@ class TableSpec:
         return out
 
     @property
+    def multi(self) -> list[ColumnSpec]:
+        """Multi-valued columns, each one field after the categorical ones."""
+        return [c for c in self.columns if c.kind == "multi_valued"]
+
+    @property
     def read_columns(self) -> list[str]:
         """Columns read from the file: the label, the declared non-ignored ones, the group column."""
         names = [self.label] + [c.name for c in self.columns if c.kind != "ignore"]
@@ -140,6 +154,15 @@ def _column_dict(c: ColumnSpec) -> dict[str, Any]:
         d.update(min_count=c.min_count, buckets=c.buckets)
     elif c.kind == "datetime":
         d.update(format=c.format, derive=list(c.derive), min_count=c.min_count)
+    elif c.kind == "multi_valued":
+        d.update(
+            separator=c.separator,
+            max_len=c.max_len,
+            truncate=c.truncate,
+            pooling=c.pooling,
+            min_count=c.min_count,
+            buckets=c.buckets,
+        )
     return d
 
 
@@ -218,6 +241,7 @@ def _parse_column(name: str, value: Any, min_count: int, transform: str, buckets
         "numeric": {"transform", "min_count", "buckets"},
         "categorical": {"min_count", "buckets"},
         "datetime": {"format", "derive", "min_count"},
+        "multi_valued": {"separator", "max_len", "truncate", "pooling", "min_count", "buckets"},
         "ignore": set(),
     }[kind]
     for key in opts:
@@ -244,6 +268,17 @@ def _parse_column(name: str, value: Any, min_count: int, transform: str, buckets
         if bad or not derive:
             raise DataError(f"{where}: derive {list(derive)} must be a non-empty subset of {', '.join(DATETIME_PARTS)}")
         spec = ColumnSpec(name, kind, "", spec.min_count, 0, fmt, derive)
+    elif kind == "multi_valued":
+        sep, max_len, pooling = opts.get("separator", "^"), opts.get("max_len", 20), opts.get("pooling", "mean")
+        if not isinstance(sep, str) or not sep:
+            raise DataError(f"{where}: separator must be a non-empty string, got {sep!r}")
+        if not isinstance(max_len, int) or max_len < 1:
+            raise DataError(f"{where}: max_len must be an integer >= 1, got {max_len!r}")
+        if pooling not in POOLINGS:
+            raise DataError(f"{where}: pooling {pooling!r} is not one of: {', '.join(POOLINGS)}")
+        n_buckets = int(opts.get("buckets", 0))
+        truncate = bool(opts.get("truncate", False))
+        spec = ColumnSpec(name, kind, "", spec.min_count, n_buckets, "", (), sep, max_len, truncate, pooling)
     return spec
 
 
@@ -422,9 +457,15 @@ def _convert(
         for part in parts:
             cats[j] = codec.encode(part.cast(pa.binary()))
             j += 1
+    multi = []
+    for col in spec.multi:
+        arr = table.column(col.name)
+        keys, too_long = _multi_keys(_as_text(arr), col, codec)
+        flag(too_long, col.name, lambda i, col=col: f"more than max_len={col.max_len} values")
+        multi.append(keys)
     group = None if spec.group is None else codec.encode(_as_text(table.column(spec.group)).cast(pa.binary()))
     _report_problems(path, problems, on_bad_rows, report, unit)
-    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time)
+    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time, multi)
     return batch.take(~bad) if bad.any() else batch
 
 
@@ -440,6 +481,31 @@ def _report_problems(
         raise DataError(f"{path} row {row}, column {column}: {reason} (set data.on_bad_rows=skip to skip bad rows)")
     for row, column, reason in problems:
         report.add(str(path), row, column, reason)
+
+
+def _multi_keys(text: pa.Array, col: ColumnSpec, codec: KeyCodec) -> tuple[np.ndarray, np.ndarray]:
+    """(N, max_len) int64 keys of each cell's values in order (0 after the last value and for empty values), and
+    the rows with more than ``max_len`` values (kept truncated when ``col.truncate``)."""
+    lists = pc.split_pattern(text, col.separator)
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    empty = pc.equal(text, "").to_numpy(zero_copy_only=False)
+    counts[empty] = 0  # an empty cell holds no value (split gives one empty string)
+    too_long = np.zeros(len(counts), dtype=bool) if col.truncate else counts > col.max_len
+    values = pc.list_flatten(lists)
+    keys = codec.encode(values.cast(pa.binary()))
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    flat_counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = np.ones(len(keys), dtype=bool)
+    if empty.any():  # drop the empty string of each empty cell from the flattened values
+        first = np.cumsum(flat_counts) - flat_counts
+        keep[first[empty]] = False
+    keys = keys[keep]
+    position = np.arange(len(keys)) - starts
+    out = np.zeros((len(counts), col.max_len), dtype=np.int64)
+    inside = position < col.max_len
+    out[rows[inside], position[inside]] = keys[inside]
+    return out, too_long
 
 
 def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
