@@ -39,6 +39,7 @@ from ctr.data.criteo import (
     _line_numbers,
     _LineState,
     _report,
+    prefetch,
 )
 from ctr.errors import DataError
 
@@ -342,7 +343,7 @@ def _read_csv(
     invalid = _InvalidRows()
     parse = pacsv.ParseOptions(delimiter=spec.delimiter, invalid_row_handler=invalid, ignore_empty_lines=False)
     convert = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in wanted}, include_columns=wanted, strings_can_be_null=False
+        column_types={c: pa.binary() for c in wanted}, include_columns=wanted, strings_can_be_null=False
     )
     reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
     state = _LineState(next_line=2 if spec.header else 1)
@@ -360,7 +361,7 @@ def _read_csv(
         return _convert(path, table, lines, spec, codec, problems, on_bad_rows, report, "line")
 
     try:
-        for batch in reader:
+        for batch in prefetch(iter(reader)):  # pyarrow parses the next block (GIL released) while this converts
             pending.append(batch)
             rows += batch.num_rows
             if rows >= min_rows:
@@ -421,13 +422,14 @@ def _convert(
             problems.append((int(lines[i]), column, reason(i)))
         bad[rows] = True
 
-    label_text = _as_text(table.column(spec.label))
-    pos = pc.is_in(label_text, value_set=pa.array(spec.positive)).to_numpy(zero_copy_only=False)
-    neg = pc.is_in(label_text, value_set=pa.array(spec.negative)).to_numpy(zero_copy_only=False)
+    label = _as_bytes(table.column(spec.label))
+    pos = pc.is_in(label, value_set=pa.array([v.encode() for v in spec.positive], pa.binary()))
+    neg = pc.is_in(label, value_set=pa.array([v.encode() for v in spec.negative], pa.binary()))
+    pos, neg = pos.to_numpy(zero_copy_only=False), neg.to_numpy(zero_copy_only=False)
     flag(
         ~(pos | neg),
         spec.label,
-        lambda i: f"label {label_text[i].as_py()!r} is not one of {list(spec.positive) + list(spec.negative)}",
+        lambda i: f"label {_cell(label, i)!r} is not one of {list(spec.positive) + list(spec.negative)}",
     )
     ints = np.zeros((len(spec.numeric), n), dtype=np.float64)
     missing = np.zeros((len(spec.numeric), n), dtype=bool)
@@ -449,7 +451,7 @@ def _convert(
     for col in spec.categorical:
         arr = table.column(col.name)
         if col.kind == "categorical":
-            cats[j] = codec.encode(_as_text(arr).cast(pa.binary()))
+            cats[j] = codec.encode(_as_bytes(arr))
             j += 1
             continue
         parts, unparsed = _datetime_parts(arr, col)
@@ -460,10 +462,10 @@ def _convert(
     multi = []
     for col in spec.multi:
         arr = table.column(col.name)
-        keys, too_long = _multi_keys(_as_text(arr), col, codec)
+        keys, too_long = _multi_keys(_as_bytes(arr), col, codec)
         flag(too_long, col.name, lambda i, col=col: f"more than max_len={col.max_len} values")
         multi.append(keys)
-    group = None if spec.group is None else codec.encode(_as_text(table.column(spec.group)).cast(pa.binary()))
+    group = None if spec.group is None else codec.encode(_as_bytes(table.column(spec.group)))
     _report_problems(path, problems, on_bad_rows, report, unit)
     batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time, multi)
     return batch.take(~bad) if bad.any() else batch
@@ -488,7 +490,7 @@ def _multi_keys(text: pa.Array, col: ColumnSpec, codec: KeyCodec) -> tuple[np.nd
     the rows with more than ``max_len`` values (kept truncated when ``col.truncate``)."""
     lists = pc.split_pattern(text, col.separator)
     counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    empty = pc.equal(text, "").to_numpy(zero_copy_only=False)
+    empty = pc.equal(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
     counts[empty] = 0  # an empty cell holds no value (split gives one empty string)
     too_long = np.zeros(len(counts), dtype=bool) if col.truncate else counts > col.max_len
     values = pc.list_flatten(lists)
@@ -508,21 +510,30 @@ def _multi_keys(text: pa.Array, col: ColumnSpec, codec: KeyCodec) -> tuple[np.nd
     return out, too_long
 
 
-def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """A column as non-null strings: other types are cast, nulls become the empty (missing) value."""
+def _as_bytes(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column as non-null binary values (CSV cells as read, other types through their text; null -> empty)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+    if not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
         arr = pc.cast(arr, pa.string())
     if arr.null_count:
-        arr = pc.fill_null(arr, "")
-    return arr.cast(pa.string())
+        arr = pc.fill_null(arr, pa.scalar(b"" if pa.types.is_binary(arr.type) else "", arr.type))
+    return arr.cast(pa.binary())
+
+
+def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column as non-null strings (bytes that are not UTF-8 are kept as surrogate escapes)."""
+    raw = _as_bytes(arr)
+    try:
+        return raw.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([v.decode("utf-8", "surrogateescape") for v in raw.to_pylist()], pa.string())
 
 
 def _cell(arr: pa.ChunkedArray | pa.Array, i: int) -> Any:
-    return _as_text(arr)[i].as_py()
+    return _as_bytes(arr)[i].as_py().decode("utf-8", "replace")
 
 
 def _numbers(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
