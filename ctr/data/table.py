@@ -577,7 +577,9 @@ def _timestamps(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[pa.Ar
             ts = pa.array(seconds.astype("int64"), pa.int64()).cast(pa.timestamp("s"))
             ts = pc.if_else(pa.array(missing | not_number), pa.scalar(None, pa.timestamp("s")), ts)
         else:
-            ts = pc.strptime(pc.if_else(missing, None, text), format=col.format, unit="s", error_is_null=True)
+            coded = pc.dictionary_encode(text)  # click logs repeat timestamps: parse each distinct text once
+            parsed = pc.strptime(coded.dictionary, format=col.format, unit="s", error_is_null=True)
+            ts = pc.if_else(missing, pa.scalar(None, pa.timestamp("s")), parsed.take(coded.indices))
     unparsed = ts.is_null().to_numpy(zero_copy_only=False) & ~missing
     return ts, missing, unparsed
 
