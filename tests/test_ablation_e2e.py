@@ -173,3 +173,30 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert run_cli(main, [str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cell 'lrr=0.1': unknown config key 'train.lrr'") and "\n" not in err
+
+
+@pytest.mark.slow
+def test_tune_reports_each_arm_at_its_best_learning_rate(tmp_path: Path, criteo_file: Path) -> None:
+    """``tune: train.lr``: summary_tuned.csv keeps, per arm, the learning rate with the best mean valid AUC (checked
+    against runs.csv) and report.md gains the section."""
+    spec = {
+        "model": {"name": "dnn", "embed_dim": 4, "hidden": [8]},
+        "data": {"min_count": 2, "cache_dir": str(tmp_path / "cache")},
+        "train": {"epochs": 1, "batch_size": 256, "threads": 1},
+        "grid": {"train.lr": [0.0003, 0.01]},
+        "stage_norms": {"stages": ["mlp"], "norms": ["bn"]},
+        "seeds": [1, 2],
+        "tune": "train.lr",
+    }
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    threads = torch.get_num_threads()
+    try:
+        out = run_ablation(config, tmp_path / "out", workers=1, data=criteo_file)
+    finally:
+        torch.set_num_threads(threads)
+    runs, tuned = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "summary_tuned.csv")
+    means = runs.groupby(["norm.mlp", "train.lr"])["valid_auc"].mean()
+    for arm, row in tuned.set_index("norm.mlp").iterrows():
+        assert row["train.lr"] == means.loc[arm].idxmax()
+    assert len(tuned) == 2 and "## Each arm at its best train.lr" in (out / "report.md").read_text()

@@ -215,3 +215,10 @@ def test_overrides_set_every_run_but_grid_keys_win():
     assert not {r.name for r in plan.runs} & {r.name for r in plain.runs}  # different configs, different names
     with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
         plan_ablation(s, overrides=["train.epoch=3"])
+
+
+def test_tune_must_name_a_grid_key_with_several_values():
+    assert spec(grid={"train.lr": [1e-3, 1e-2]}, tune="train.lr").tune == "train.lr"
+    for bad in ("train.lr", "norm.mlp", 3):
+        with pytest.raises(ConfigError, match="'tune' must name a grid key with at least two values"):
+            spec(grid={"train.lr": [1e-3]}, tune=bad)

@@ -205,3 +205,53 @@ def test_summarize_corrects_across_the_study_and_decides_on_the_adjusted_p():
     assert s.loc["strong", "delta_test_auc_ci95"] == pytest.approx((ci.high - ci.low) / 2, rel=1e-9)
     assert s.loc["late", "baseline_test_auc_mean"] == pytest.approx(base[2])  # the baseline on the paired seed
     assert s.loc["late", "delta_test_auc"] == pytest.approx(0.775 - base[2])
+
+
+def test_select_tuned_keeps_each_arms_best_value_and_pairs_it_with_the_baselines_best():
+    """Arms differ only in train.lr; the baseline is best at 0.01 on validation, the BN cell at 0.001: the kept BN
+    cell is compared with the baseline at 0.01, whatever the test AUCs say."""
+    from ctr.ablation.stats import select_tuned
+
+    cells = pd.DataFrame(
+        [
+            {
+                "cell": f"{n}, lr={lr}",
+                "cell_id": f"{n}{lr}",
+                "baseline_id": f"base{lr}",
+                "is_baseline": n == "base",
+                "context": "",
+                "stage": "",
+                "norm": "",
+                "norm.mlp": n,
+                "train.lr": lr,
+            }
+            for n in ("base", "bn")
+            for lr in (0.001, 0.01)
+        ]
+    )
+    valid = {"base0.001": 0.70, "base0.01": 0.72, "bn0.001": 0.75, "bn0.01": 0.74}
+    test = {"base0.001": 0.80, "base0.01": 0.71, "bn0.001": 0.73, "bn0.01": 0.90}
+    runs = pd.DataFrame(
+        [
+            {
+                "cell_id": c,
+                "seed": s,
+                "status": "ok",
+                "valid_auc": valid[c] + 0.001 * s,
+                "test_auc": test[c] + 0.001 * s,
+                "valid_logloss": 0.5,
+                "test_logloss": 0.5,
+                "samples_per_sec": 1.0,
+                "seconds": 1.0,
+                "epochs": 1,
+            }
+            for c in valid
+            for s in (1, 2, 3)
+        ]
+    )
+    kept_runs, kept = select_tuned(runs, cells, "train.lr")
+    assert sorted(kept["cell_id"]) == ["base0.01", "bn0.001"]
+    assert kept.set_index("cell_id").loc["bn0.001", "baseline_id"] == "base0.01"
+    assert set(kept_runs["cell_id"]) == {"base0.01", "bn0.001"}
+    summary = summarize(kept_runs, kept).set_index("cell_id")
+    assert summary.loc["bn0.001", "delta_test_auc"] == pytest.approx(0.73 - 0.71)

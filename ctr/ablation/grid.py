@@ -14,6 +14,8 @@ every run) plus these keys::
     seeds: [1, 2, 3]                # every cell runs once per seed (sets train.seed)
     baseline: {}                    # keys that turn a cell into its baseline; default: every norm.<stage> = none
     alpha: 0.05                     # significance level of the paired tests, Holm-corrected across the study
+    tune: train.lr                  # optional: a grid key; each arm (baseline included) is also reported at the
+                                    # value of this key with its best mean validation AUC (summary_tuned.csv)
 
 Cells = product(grid) x (stage_norms cells + explicit cells). Each cell is compared with its baseline: the same
 cell with the ``baseline`` keys applied (so with a ``model.name`` grid each model has its own baseline); a
@@ -38,7 +40,7 @@ from ctr.models import get_model
 from ctr.models.base import model_spec
 from ctr.nn.norm import parse_norm
 
-ABLATION_KEYS = ("base", "grid", "stage_norms", "cells", "seeds", "baseline", "alpha")
+ABLATION_KEYS = ("base", "grid", "stage_norms", "cells", "seeds", "baseline", "alpha", "tune")
 RUN_SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # keys that do not change what a run computes; left out of the run hash so that changing them reuses runs
 NOISE_KEYS = (("train", "seed"), ("train", "progress"), ("train", "threads"), ("data", "cache_dir"))
@@ -57,6 +59,7 @@ class AblationSpec:
         seeds: one run per cell and seed.
         baseline: dotted key -> value applied to a cell to get its baseline.
         alpha: significance level of the paired tests after Holm's correction across the study.
+        tune: a grid key whose best value (by mean validation AUC) is chosen per arm, or None.
     """
 
     path: Path | None
@@ -67,6 +70,7 @@ class AblationSpec:
     seeds: list[int]
     baseline: dict[str, Any]
     alpha: float = 0.05
+    tune: str | None = None
 
 
 @dataclass
@@ -192,7 +196,10 @@ def parse_ablation(raw: dict[str, Any], path: Path | None = None) -> AblationSpe
     alpha = raw.get("alpha", 0.05)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise ConfigError(f"{where}'alpha' must be a number in (0, 1), got {alpha!r}")
-    return AblationSpec(path, base_paths, config, grid, variants, seeds, baseline, float(alpha))
+    tune = raw.get("tune")
+    if tune is not None and (not isinstance(tune, str) or tune not in grid or len(grid[tune]) < 2):
+        raise ConfigError(f"{where}'tune' must name a grid key with at least two values, got {tune!r}")
+    return AblationSpec(path, base_paths, config, grid, variants, seeds, baseline, float(alpha), tune)
 
 
 def _check_key(key: Any, where: str) -> None:

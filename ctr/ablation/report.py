@@ -539,3 +539,41 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
         "",
     ]
     return "\n".join(lines)
+
+
+def tuned_markdown(tuned: pd.DataFrame, key: str, alpha: float) -> str:
+    """The report section of each arm at its best value of ``key`` on validation (see ``stats.select_tuned``)."""
+    header = [
+        "cell",
+        f"best {key}",
+        "n",
+        "valid AUC",
+        "test AUC",
+        "baseline AUC",
+        "Δ AUC",
+        "p (Holm)",
+        "test logloss",
+    ]
+    rows = []
+    for r in tuned.to_dict("records"):
+        base = bool(r["is_baseline"])
+        rows.append(
+            [
+                f"**{r['cell']}**" if base else r["cell"],
+                str(r[key]),
+                str(r["n"]),
+                _fmt(r["valid_auc_mean"]),
+                f"{_fmt(r['test_auc_mean'])} ± {_fmt(r['test_auc_ci95'])}",
+                "—" if base else _fmt(r["baseline_test_auc_mean"]),
+                "—" if base else f"{_fmt(r['delta_test_auc'], sign=True)} ± {_fmt(r['delta_test_auc_ci95'])}",
+                "—" if base else _fmt_p(r["p_test_auc_holm"], alpha),
+                f"{_fmt(r['test_logloss_mean'])} ± {_fmt(r['test_logloss_ci95'])}",
+            ]
+        )
+    intro = (
+        f"Each arm (the cells that differ only in `{key}`, baselines included) at the value of `{key}` with its "
+        "best mean validation AUC, then compared on test with its baseline arm at that arm's own best value; "
+        f"Holm's correction over these comparisons. The chosen values are in the `best {key}` column (also "
+        "`summary_tuned.csv`)."
+    )
+    return "\n".join([f"## Each arm at its best {key}", "", intro, "", _md_table(header, rows), ""])

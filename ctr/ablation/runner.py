@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ctr.ablation.grid import Plan, Run, config_value, format_value, plan_ablation, read_ablation
-from ctr.ablation.stats import summarize
+from ctr.ablation.stats import select_tuned, summarize
 from ctr.config import RunConfig
 from ctr.train import io
 
@@ -92,9 +92,15 @@ def run_ablation(
     runs.to_csv(out / "runs.csv", index=False)
     summary = summarize(runs, cells_frame(plan), plan.spec.alpha)
     summary.to_csv(out / "summary.csv", index=False)
-    from ctr.ablation.report import write_report  # matplotlib only when reporting
+    from ctr.ablation.report import tuned_markdown, write_report  # matplotlib only when reporting
 
-    write_report(out, plan, runs, summary)
+    report = write_report(out, plan, runs, summary)
+    if plan.spec.tune:
+        key = plan.spec.tune
+        tuned = summarize(*select_tuned(runs, cells_frame(plan), key), plan.spec.alpha)
+        tuned.to_csv(out / "summary_tuned.csv", index=False)
+        text = report.read_text() + tuned_markdown(tuned, key, plan.spec.alpha)
+        io.atomic_write(report, lambda tmp: Path(tmp).write_text(text))
     failed = int((runs["status"] == "failed").sum())
     log(
         f"wrote {out / 'report.md'}, runs.csv, summary.csv"

@@ -116,6 +116,29 @@ METRICS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
 COMPARED = ("test_auc", "test_logloss")  # metrics with a delta vs baseline and a paired test
 
 
+def select_tuned(runs: pd.DataFrame, cells: pd.DataFrame, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each arm at its best value of ``key``: the runs and cells of that value only, baselines re-paired.
+
+    An arm is the set of cells that differ only in ``key`` (a column of ``cells``, e.g. ``train.lr``); its best
+    value is the one with the highest mean validation AUC over finished seeds (ties: the first in cell order). A
+    kept cell is compared with its baseline's arm at that arm's own best value, so every arm, the baseline
+    included, is tuned on validation the same way before the test-set comparison.
+    """
+    others = [c for c in cells.columns if c not in (key, "cell", "cell_id", "baseline_id", "context", "stage", "norm")]
+    others = [c for c in others if c != "is_baseline"] + ["is_baseline"]
+    ok = runs[runs["status"] == "ok"]
+    valid = ok.groupby("cell_id")["valid_auc"].mean()
+    arm_of = {r["cell_id"]: tuple(str(r[c]) for c in others) for r in cells.to_dict("records")}
+    best: dict[tuple, str] = {}
+    for cell_id in cells["cell_id"]:
+        arm = arm_of[cell_id]
+        if cell_id in valid.index and (arm not in best or valid[cell_id] > valid.get(best[arm], -1.0)):
+            best[arm] = cell_id
+    kept = cells[cells["cell_id"].isin(best.values())].copy()
+    kept["baseline_id"] = [best.get(arm_of[b], b) for b in kept["baseline_id"]]
+    return runs[runs["cell_id"].isin(best.values())], kept
+
+
 def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """One row per cell: mean/std/n of each metric over its finished seeds, and the paired comparison with its baseline.
 
