@@ -10,7 +10,7 @@ every run) plus these keys::
       stages: [numeric, categorical, mlp]
       norms: [bn, ln, vo_ln]
     cells:                          # explicit cells (dotted key -> value), for designs that are not products
-      - {norm.mlp: ln, norm.mlp_position: post_act}
+      - {norm.mlp: {name: ln, position: post_act}}
     seeds: [1, 2, 3]                # every cell runs once per seed (sets train.seed)
     baseline: {}                    # keys that turn a cell into its baseline; default: every norm.<stage> = none
     alpha: 0.05                     # significance level of the paired tests, Holm-corrected across the study
