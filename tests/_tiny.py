@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 
 from ctr.config import ModelConfig, NormConfig, load_config
 from ctr.types import Batch, Field, Schema
@@ -63,3 +64,51 @@ def model_config(
 def config_section(section: str, **changes: object):
     """A section of the default run config (``data``, ``train``, ``diagnostics``) with some keys changed."""
     return dataclasses.replace(getattr(load_config(), section), **changes)
+
+
+# tiny values for whichever of these options a model has; widths even so that gn (2 groups) divides them
+TINY = {
+    "hidden": [8],
+    "hidden2": [8],
+    "gate_hidden": [8],
+    "cin_layers": [4, 4],
+    "cross_layers": 2,
+    "attention_layers": 2,
+    "attention_dim": 8,
+    "heads": 2,
+    "num_blocks": 2,
+    "block_dim": 8,
+    "ffn_dim": 8,
+}
+
+
+def tiny_options(name: str, **extra) -> dict:
+    """The :data:`TINY` values of the options model ``name`` has, plus ``extra``."""
+    from ctr.models import get_model
+
+    fields = {f.name for f in dataclasses.fields(get_model(name).Options)}
+    return {**{k: v for k, v in TINY.items() if k in fields}, **extra}
+
+
+def check_trains(model: torch.nn.Module, steps: int = 20, lr: float = 1e-2, batch: Batch | None = None) -> None:
+    """Finite (B,) logits, a finite gradient on every parameter, and a mean BCE that falls over ``steps`` Adam
+    steps on one fixed batch (default :func:`tiny_batch`)."""
+    batch = batch if batch is not None else tiny_batch()
+    model.train()
+    logits = model(batch)
+    assert logits.shape == (len(batch),)
+    assert torch.isfinite(logits).all()
+    loss = F.binary_cross_entropy_with_logits(logits, batch.label)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"non-finite gradient for {pname}"
+    first = loss.item()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(model(batch), batch.label)
+        loss.backward()
+        opt.step()
+    last = F.binary_cross_entropy_with_logits(model(batch), batch.label).item()
+    assert last < first, f"loss did not fall: {first:.4f} -> {last:.4f}"

@@ -10,8 +10,7 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
-from _tiny import model_config, tiny_batch, tiny_schema
+from _tiny import check_trains, model_config, tiny_batch, tiny_options, tiny_schema
 
 from ctr.config import STAGES, load_config, shipped_configs
 from ctr.errors import ConfigError
@@ -20,20 +19,6 @@ from ctr.models.base import model_spec
 from ctr.nn.norm import NORMS, list_norms, parse_norm
 
 DIM = 4
-# tiny values for whichever of these options a model has; widths even so that gn (2 groups) divides them
-TINY = {
-    "hidden": [8],
-    "hidden2": [8],
-    "gate_hidden": [8],
-    "cin_layers": [4, 4],
-    "cross_layers": 2,
-    "attention_layers": 2,
-    "attention_dim": 8,
-    "heads": 2,
-    "num_blocks": 2,
-    "block_dim": 8,
-    "ffn_dim": 8,
-}
 # option variants that change a model's structure, each run without a norm and with wn on the relevant stage
 VARIANTS = [
     ("dcnv2", {"structure": "stacked"}, "cross"),
@@ -52,38 +37,11 @@ VARIANTS = [
 ]
 
 
-def tiny_options(name: str, **extra) -> dict:
-    fields = {f.name for f in dataclasses.fields(get_model(name).Options)}
-    return {**{k: v for k, v in TINY.items() if k in fields}, **extra}
-
-
 def build(name: str, options: dict | None = None, **norm):
     torch.manual_seed(0)
     return build_model(
         tiny_schema(), *model_config(name, DIM, tiny_options(name) if options is None else options, **norm)
     )
-
-
-def check_trains(model: torch.nn.Module, steps: int = 20, lr: float = 1e-2) -> None:
-    batch = tiny_batch()
-    model.train()
-    logits = model(batch)
-    assert logits.shape == (len(batch),)
-    assert torch.isfinite(logits).all()
-    loss = F.binary_cross_entropy_with_logits(logits, batch.label)
-    loss.backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, f"no gradient for {pname}"
-        assert torch.isfinite(p.grad).all(), f"non-finite gradient for {pname}"
-    first = loss.item()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(model(batch), batch.label)
-        loss.backward()
-        opt.step()
-    last = F.binary_cross_entropy_with_logits(model(batch), batch.label).item()
-    assert last < first, f"loss did not fall: {first:.4f} -> {last:.4f}"
 
 
 def _cases() -> list:

@@ -393,14 +393,20 @@ def read_criteo(
         An iterator of RawBatch of at least ``min_rows`` rows except the last, rows in file order. Text is
         parsed (by pyarrow, serially) and checked in a background thread, one batch ahead of the caller.
     """
+    path, report, codec = reader_args(path, on_bad_rows, report, codec)
+    return _convert_stream(prefetch(_check_stream(path, block_size, on_bad_rows, report, min_rows)), codec)
+
+
+def reader_args(
+    path: str | Path, on_bad_rows: str, report: BadRowReport | None, codec: KeyCodec | None
+) -> tuple[Path, BadRowReport, KeyCodec]:
+    """The checked path, report and codec of a raw-file reader (fresh ones when None)."""
     if on_bad_rows not in ("error", "skip"):
         raise ValueError(f"on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    report = report if report is not None else BadRowReport()
-    codec = codec or KeyCodec()
-    return _convert_stream(prefetch(_check_stream(path, block_size, on_bad_rows, report, min_rows)), codec)
+    return path, report if report is not None else BadRowReport(), codec or KeyCodec()
 
 
 @dataclass

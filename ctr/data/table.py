@@ -40,6 +40,7 @@ from ctr.data.criteo import (
     _LineState,
     _report,
     prefetch,
+    reader_args,
 )
 from ctr.errors import DataError
 
@@ -300,13 +301,7 @@ def read_table(
     ``RawBatch.lines`` holds each row's 1-based line in a CSV file (the header is line 1) or its 1-based row
     in a Parquet file; they are exact across blocks and after skipped rows.
     """
-    if on_bad_rows not in ("error", "skip"):
-        raise ValueError(f"on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    report = report if report is not None else BadRowReport()
-    codec = codec or KeyCodec()
+    path, report, codec = reader_args(path, on_bad_rows, report, codec)
     if spec.format == "parquet":
         return _read_parquet(path, spec, block_size, on_bad_rows, report, codec, min_rows)
     return _read_csv(path, spec, block_size, on_bad_rows, report, codec, min_rows)

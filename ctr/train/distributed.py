@@ -62,5 +62,8 @@ def barrier(ctx: DistContext) -> None:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Leave the process group once every rank is done: a rank that tore its group down and exited while rank 0
+    was still testing could abort at exit."""
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
