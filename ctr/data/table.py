@@ -50,6 +50,9 @@ POOLINGS = ("mean", "sum")
 NUMERIC_TRANSFORMS = ("log2_bucket", "log_standard", "quantile_bucket", "minmax", "none")
 DATETIME_PARTS = ("hour", "weekday", "weekend")
 MIN_BATCH_ROWS = 1 << 16
+# parsed blocks the parser may run ahead: more than one coalesced batch (MIN_BATCH_ROWS rows, several blocks) so
+# that it keeps parsing while the caller converts a batch, instead of stalling every batch
+PARSE_AHEAD = 16
 
 
 @dataclass(frozen=True)
@@ -356,7 +359,7 @@ def _read_csv(
         return _convert(path, table, lines, spec, codec, problems, on_bad_rows, report, "line")
 
     try:
-        for batch in prefetch(iter(reader)):  # pyarrow parses the next block (GIL released) while this converts
+        for batch in prefetch(iter(reader), depth=PARSE_AHEAD):  # parse (GIL released) overlaps conversion
             pending.append(batch)
             rows += batch.num_rows
             if rows >= min_rows:
