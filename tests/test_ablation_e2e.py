@@ -200,3 +200,7 @@ def test_tune_reports_each_arm_at_its_best_learning_rate(tmp_path: Path, criteo_
     for arm, row in tuned.set_index("norm.mlp").iterrows():
         assert row["train.lr"] == means.loc[arm].idxmax()
     assert len(tuned) == 2 and "## Each arm at its best train.lr" in (out / "report.md").read_text()
+    first = runs.iloc[0]  # calibration from each run's results.json; no groups declared, so no gAUC
+    results = json.loads((out / "runs" / first["run"] / "results.json").read_text())
+    assert first["test_calibration"] == pytest.approx(results["test"]["calibration"]) and runs["test_gauc"].isna().all()
+    assert "| calibration | gAUC |" in (out / "report.md").read_text()

@@ -489,7 +489,9 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
         "AUC: the baseline's mean over those seeds, so Δ AUC = the cell's AUC − baseline AUC on them. p: two-sided "
         f"paired t-test of test AUC; p (Holm): adjusted by Holm's step-down procedure over the {tests} tested "
         f"non-baseline cells of this study (the logloss p likewise, as its own family); `*` marks p (Holm) < "
-        f"{alpha:g}, the significance decision. With one seed, intervals and p are n/a.",
+        f"{alpha:g}, the significance decision. With one seed, intervals and p are n/a. Calibration: mean "
+        "predicted click rate / observed rate on test; gAUC: group AUC on test (data with `data.group`), means over "
+        "seeds.",
         "",
     ]
     header = [
@@ -503,6 +505,8 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
         "test logloss",
         "Δ logloss",
         "p (Holm, logloss)",
+        "calibration",
+        "gAUC",
         "valid AUC",
         "samples/s",
         "note",
@@ -525,6 +529,8 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
                     if r.is_baseline
                     else f"{_fmt(r.delta_test_logloss, sign=True)} ± {_fmt(r.delta_test_logloss_ci95)}",
                     "—" if r.is_baseline else _fmt_p(r.p_test_logloss_holm, alpha),
+                    _fmt(r.test_calibration_mean),
+                    "—" if math.isnan(r.test_gauc_mean) else _fmt(r.test_gauc_mean),
                     _fmt(r.valid_auc_mean),
                     "n/a" if math.isnan(r.samples_per_sec) else f"{r.samples_per_sec:,.0f}",
                     r.note or "",

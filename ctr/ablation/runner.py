@@ -37,7 +37,17 @@ from ctr.train import io
 
 RUNS = "runs"
 ERROR = "error.json"
-RUN_COLUMNS = ("valid_auc", "valid_logloss", "test_auc", "test_logloss", "epochs", "seconds", "samples_per_sec")
+RUN_COLUMNS = (
+    "valid_auc",
+    "valid_logloss",
+    "test_auc",
+    "test_logloss",
+    "test_calibration",
+    "test_gauc",
+    "epochs",
+    "seconds",
+    "samples_per_sec",
+)
 
 
 def log(msg: str) -> None:
@@ -249,6 +259,8 @@ def collect_runs(plan: Plan, out: Path) -> pd.DataFrame:
                 valid_logloss=r["valid"]["logloss"],
                 test_auc=r["test"]["auc"],
                 test_logloss=r["test"]["logloss"],
+                test_calibration=r["test"].get("calibration", float("nan")),
+                test_gauc=r["test"].get("gauc", float("nan")),
                 epochs=r["train"]["epochs"],
                 seconds=r["train"]["seconds"],
                 samples_per_sec=r["train"]["samples_per_sec"],

@@ -112,7 +112,7 @@ def t_two_sided_p(t: float, df: float) -> float:
 
 # ------------------------------------------------------------------------------------------------------ per cell
 
-METRICS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss")
+METRICS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss", "test_calibration", "test_gauc")
 COMPARED = ("test_auc", "test_logloss")  # metrics with a delta vs baseline and a paired test
 
 
@@ -166,9 +166,10 @@ def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> p
         row = dict(cell)
         row["n"] = len(mine)
         row["failed"] = int(((runs["cell_id"] == cell["cell_id"]) & (runs["status"] == "failed")).sum())
-        for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_std"], _ = mean_std(mine[m].tolist())
-            row[f"{m}_ci95"] = mean_ci(mine[m].tolist())[1]
+        for m in METRICS:  # calibration and gAUC are absent from runs recorded without them
+            values = mine[m].tolist() if m in mine else []
+            row[f"{m}_mean"], row[f"{m}_std"], _ = mean_std(values)
+            row[f"{m}_ci95"] = mean_ci(values)[1]
         paired = mine.merge(base, on="seed", suffixes=("", "_base"))
         is_base = cell["cell_id"] == cell["baseline_id"]
         for m in COMPARED:
