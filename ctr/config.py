@@ -60,6 +60,7 @@ class DataConfig:
     label: Any
     columns: dict[str, Any]
     group: str | None
+    weight: str | None
     extra_columns: str
     cache_dir: str | None
     min_count: int

@@ -128,6 +128,7 @@ class Batch:
             Models never read it.
         multi: (B, Fm, L) int64 ids of the multi-valued fields (``Schema.multi_fields`` order), -1 after a row's
             last value (L = the longest ``max_len``), or None when the schema has none.
+        weight: (B,) float32 example weights of the training loss (``data.weight``), or None. Models never read it.
     """
 
     ids: torch.Tensor
@@ -136,12 +137,13 @@ class Batch:
     label: torch.Tensor
     group: torch.Tensor | None = None
     multi: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.label.shape[0]
 
     def _tensors(self) -> tuple[torch.Tensor | None, ...]:
-        return (self.ids, self.dense, self.dense_missing, self.label, self.group, self.multi)
+        return (self.ids, self.dense, self.dense_missing, self.label, self.group, self.multi, self.weight)
 
     def rows(self, index: torch.Tensor | slice) -> Batch:
         """Rows ``index`` (an int64 index tensor, or a slice for a zero-copy view)."""

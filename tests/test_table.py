@@ -306,3 +306,35 @@ def test_multi_valued_cells_become_padded_ids_with_their_own_vocabulary(tmp_path
     )
     with pytest.raises(DataError, match="test.csv line 4, column hist: more than max_len=2 values"):
         read_all(d / "test.csv", strict)
+
+
+def test_weight_column_reaches_batches_and_weights_the_training_loss(tmp_path: Path) -> None:
+    """``data.weight``: each row's weight is in the prepared splits and the batches; a weight of 2 counts a row
+    twice in the training loss; a negative or missing weight is a bad row naming the column."""
+    import torch
+
+    from ctr.train.epoch import weighted_bce
+
+    d = tmp_path / "w"
+    d.mkdir()
+    rows = ["1,a,2", "0,b,1", "1,a,0.5", "0,c,1"]
+    for split in ("train", "valid", "test"):
+        write(d / f"{split}.csv", rows, header="click,item,w")
+    data = config_section(
+        "data",
+        path=str(d),
+        cache_dir=str(tmp_path / "c"),
+        format="csv",
+        label={"name": "click"},
+        columns={"item": "categorical"},
+        weight="w",
+        min_count=1,
+    )
+    batch = load_split(prepare_data(data, progress=False), "test")
+    assert batch.weight.tolist() == [2.0, 1.0, 0.5, 1.0]
+    logits, label = torch.tensor([0.3, -1.0]), torch.tensor([1.0, 0.0])
+    doubled = weighted_bce(torch.tensor([0.3, 0.3, -1.0]), torch.tensor([1.0, 1.0, 0.0]), None)
+    torch.testing.assert_close(weighted_bce(logits, label, torch.tensor([2.0, 1.0])), doubled)
+    bad = spec(columns={"item": "categorical"}, label={"name": "click"}, weight="w")
+    with pytest.raises(DataError, match="t.csv line 3, column w: a weight must be a number >= 0"):
+        read_all(write(tmp_path / "t.csv", ["1,a,2", "0,b,-1"], header="click,item,w"), bad)

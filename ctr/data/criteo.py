@@ -55,6 +55,7 @@ class RawBatch:
         time: (N,) float64 time of each row (declared tables with ``data.split_by_time``: seconds for a datetime
             column, the value for a numeric one), or None.
         multi: per multi-valued column of a declared table, (N, max_len) int64 keys of its values (0 = none).
+        weight: (N,) float64 example weights (declared tables with ``data.weight``), or None.
     """
 
     lines: np.ndarray
@@ -65,6 +66,7 @@ class RawBatch:
     group: np.ndarray | None = None
     time: np.ndarray | None = None
     multi: list[np.ndarray] = field(default_factory=list)
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -82,6 +84,7 @@ class RawBatch:
             group,
             time,
             [m[rows] for m in self.multi],
+            None if self.weight is None else self.weight[rows],
         )
 
 

@@ -555,6 +555,7 @@ class FactorizedBatch:
         uniques: NUM_CAT arrays of the distinct int64 keys of each column in this batch (0 = missing).
         group: (N,) int64 group keys, or None.
         multi: (sum of max_len, N) int64 keys of the multi-valued columns, their positions stacked, or None.
+        weight: (N,) float64 example weights, or None.
     """
 
     label: np.ndarray
@@ -564,6 +565,7 @@ class FactorizedBatch:
     uniques: list[np.ndarray]
     group: np.ndarray | None = None
     multi: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -578,7 +580,7 @@ def factorize_batch(batch: RawBatch) -> FactorizedBatch:
         codes[j] = c
         uniques.append(np.asarray(u, dtype=np.int64))
     multi = np.concatenate([m.T for m in batch.multi]) if batch.multi else None
-    return FactorizedBatch(batch.label, batch.ints, batch.int_missing, codes, uniques, batch.group, multi)
+    return FactorizedBatch(batch.label, batch.ints, batch.int_missing, codes, uniques, batch.group, multi, batch.weight)
 
 
 @dataclass
@@ -593,6 +595,7 @@ class EncodedBatch:
         group: (N,) int64 group keys, or None.
         multi: (sum of max_len, N) int32 ids of the multi-valued fields, their positions stacked in field order,
             ``PAD_ID`` after a cell's last value; or None.
+        weight: (N,) float32 example weights, or None.
     """
 
     ids: np.ndarray
@@ -601,13 +604,21 @@ class EncodedBatch:
     label: np.ndarray
     group: np.ndarray | None = None
     multi: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def columns(self) -> tuple[np.ndarray | None, ...]:
         """Every array, the row axis last."""
-        return (self.ids, self.dense, self.dense_missing, self.label, self.group, self.multi)
+        return (self.ids, self.dense, self.dense_missing, self.label, self.group, self.multi, self.weight)
 
     def __len__(self) -> int:
         return len(self.label)
+
+
+def _with_weight(batch: EncodedBatch, weight: np.ndarray | None) -> EncodedBatch:
+    """``batch`` carrying the rows' example weights (float32), if any."""
+    if weight is not None:
+        batch.weight = weight.astype(np.float32)
+    return batch
 
 
 class TableEncoder:
@@ -708,7 +719,7 @@ class TableEncoder:
 
     def transform(self, batch: RawBatch) -> EncodedBatch:
         """Encode a batch of rows of any split with the fitted vocabularies and statistics."""
-        return self._transform(
+        out = self._transform(
             batch.label,
             batch.ints,
             batch.int_missing,
@@ -716,6 +727,7 @@ class TableEncoder:
             batch.group,
             batch.multi,
         )
+        return _with_weight(out, batch.weight)
 
     def partial_fit_factorized(self, batch: FactorizedBatch, train: np.ndarray | None = None) -> None:
         """:meth:`partial_fit` for a factorized batch: categorical values are counted per distinct value."""
@@ -744,7 +756,8 @@ class TableEncoder:
             return enc.transform(uniques, uniques == 0)[batch.codes[j]]
 
         multi = self._multi_blocks(batch.multi) if self.multi else []
-        return self._transform(batch.label, batch.ints, batch.int_missing, cat_ids, batch.group, multi)
+        out = self._transform(batch.label, batch.ints, batch.int_missing, cat_ids, batch.group, multi)
+        return _with_weight(out, batch.weight)
 
     def _transform(
         self,

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ctr.data.prepare import GROUP_COLUMN
+from ctr.data.prepare import GROUP_COLUMN, WEIGHT_COLUMN
 from ctr.types import Batch, Schema
 
 if TYPE_CHECKING:
@@ -52,7 +52,8 @@ def tensors_from_table(table: pa.Table, schema: Schema) -> Batch:
         table.column(f.name).combine_chunks().flatten().to_numpy().reshape(n, int(f.stats["max_len"]))
         for f in schema.multi_fields
     ]
-    return Batch(ids, dense, missing, label, group, _stack_multi(multi, n))
+    weight = torch.from_numpy(col(WEIGHT_COLUMN).astype(np.float32)) if WEIGHT_COLUMN in table.column_names else None
+    return Batch(ids, dense, missing, label, group, _stack_multi(multi, n), weight)
 
 
 def _stack_multi(fields: Sequence[np.ndarray], n: int) -> torch.Tensor | None:
@@ -88,6 +89,7 @@ def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch
         torch.from_numpy(label.astype(np.float32)),
         group,
         _stack_multi(multi, n),
+        torch.from_numpy(np.concatenate([p.weight for p in parts])) if parts and parts[0].weight is not None else None,
     )
 
 

@@ -67,6 +67,7 @@ ROW_GROUP_ROWS = 1 << 16
 FINGERPRINT_BYTES = 1 << 20
 SCHEMA_FILE = "schema.json"
 GROUP_COLUMN = "__group"  # prepared splits of tables with data.group: the int64 group key of each row
+WEIGHT_COLUMN = "__weight"  # prepared splits of tables with data.weight: the float32 example weight of each row
 
 
 @dataclass
@@ -275,8 +276,9 @@ def write_prepared(
     # pass 2: encode the kept rows into the split files (and, for a directory, the valid and test files)
     wanted = SPLITS if single else ("train",)
     group = table is not None and table.group is not None
+    weight = table is not None and table.weight is not None
     with (
-        _ParquetSplits(out, fields, wanted, group) as writers,
+        _ParquetSplits(out, fields, wanted, group, weight) as writers,
         _bar(progress, "encode", sum(rows.values())) as bar,
         closing(read_rows(inter)) as kept,
     ):
@@ -287,7 +289,7 @@ def write_prepared(
     for split in SPLITS:
         if split not in wanted:
             with (
-                _ParquetSplits(out, fields, (split,), group) as writers,
+                _ParquetSplits(out, fields, (split,), group, weight) as writers,
                 _bar(progress, f"encode {split}") as bar,
                 closing(read_rows_of(files[split], table, **read)) as batches,
             ):
@@ -317,8 +319,9 @@ def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
     """Append parsed rows to pass 1's temporary file, as raw little-endian arrays (a private format, kept small).
 
     Each batch is a header (int64: n, bytes per numeric value, numeric rows Fi, categorical columns Fc, 1 when
-    a group column follows, the rows M of stacked multi-valued keys, then the Fc uniques' lengths), then split
-    (n int8), label (n int8), the group keys (n int64, if any), the multi-valued keys (M x n int64), ints (Fi x n: int32 when they are integers that
+    a group column follows, the rows M of stacked multi-valued keys, 1 when weights follow, then the Fc uniques'
+    lengths), then split (n int8), label (n int8), the group keys (n int64, if any), the multi-valued keys (M x n
+    int64), the weights (n float64, if any), ints (Fi x n: int32 when they are integers that
     fit, else int64 or float64), int_missing (Fi rows of n bits), per categorical column its codes (n values of
     the narrowest unsigned type) and its uniques.
     """
@@ -332,13 +335,17 @@ def write_rows(sink: Any, batch: FactorizedBatch, split: np.ndarray) -> None:
     sizes = [len(u) for u in batch.uniques]
     has_group = int(batch.group is not None)
     multi_rows = 0 if batch.multi is None else len(batch.multi)
-    sink.write(np.array([n, width, len(ints), len(sizes), has_group, multi_rows, *sizes], dtype=np.int64).tobytes())
+    has_weight = int(batch.weight is not None)
+    header = [n, width, len(ints), len(sizes), has_group, multi_rows, has_weight, *sizes]
+    sink.write(np.array(header, dtype=np.int64).tobytes())
     sink.write(np.ascontiguousarray(split).data)
     sink.write(np.ascontiguousarray(batch.label).data)
     if has_group:
         sink.write(np.ascontiguousarray(batch.group, dtype=np.int64).data)
     if multi_rows:
         sink.write(np.ascontiguousarray(batch.multi, dtype=np.int64).data)
+    if has_weight:
+        sink.write(np.ascontiguousarray(batch.weight, dtype=np.float64).data)
     sink.write(np.ascontiguousarray(ints).data)
     sink.write(np.ascontiguousarray(np.packbits(batch.int_missing, axis=1, bitorder="little")).data)
     for codes, uniques in zip(batch.codes, batch.uniques):
@@ -351,13 +358,14 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 
     def batches() -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
         with open(path, "rb") as f:
-            while head := f.read(8 * 6):
-                n, width, n_int, n_cat, has_group, multi_rows = np.frombuffer(head, np.int64).tolist()
+            while head := f.read(8 * 7):
+                n, width, n_int, n_cat, has_group, multi_rows, has_weight = np.frombuffer(head, np.int64).tolist()
                 sizes = np.fromfile(f, np.int64, n_cat).tolist()
                 split = np.fromfile(f, np.int8, n)
                 label = np.fromfile(f, np.int8, n)
                 group = np.fromfile(f, np.int64, n) if has_group else None
                 multi = np.fromfile(f, np.int64, multi_rows * n).reshape(multi_rows, n) if multi_rows else None
+                weight = np.fromfile(f, np.float64, n) if has_weight else None
                 dtype = {4: np.int32, 8: np.int64, -8: np.float64}[width]
                 ints = np.fromfile(f, dtype, n_int * n).reshape(n_int, n)
                 ints = ints.astype(np.int64) if width == 4 else ints
@@ -367,7 +375,7 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
                 for size in sizes:
                     codes.append(np.fromfile(f, _narrowest(size), n))
                     uniques.append(np.fromfile(f, np.int64, size))
-                yield FactorizedBatch(label, ints, missing, codes, uniques, group, multi), split
+                yield FactorizedBatch(label, ints, missing, codes, uniques, group, multi, weight), split
 
     return prefetch(batches())
 
@@ -375,10 +383,10 @@ def read_rows(path: Path) -> Iterator[tuple[FactorizedBatch, np.ndarray]]:
 # ---------------------------------------------------------------------------------------------------- parquet
 
 
-def parquet_schema(fields: Sequence[Field], group: bool = False) -> pa.Schema:
+def parquet_schema(fields: Sequence[Field], group: bool = False, weight: bool = False) -> pa.Schema:
     """Columns of a prepared split: ids int32, dense float32 plus ``__missing`` bool, multi-valued fields as
     fixed-size lists of ``max_len`` int32 ids (-1 after the last value), ``label`` int8, and with ``group`` the
-    int64 group keys ``__group``; no nulls."""
+    int64 group keys ``__group``, with ``weight`` the float32 example weights ``__weight``; no nulls."""
     cols = [pa.field(f.name, pa.int32(), nullable=False) for f in fields if f.encoding == "id"]
     for f in fields:
         if f.encoding == "dense":
@@ -392,16 +400,18 @@ def parquet_schema(fields: Sequence[Field], group: bool = False) -> pa.Schema:
     cols.append(pa.field("label", pa.int8(), nullable=False))
     if group:
         cols.append(pa.field(GROUP_COLUMN, pa.int64(), nullable=False))
+    if weight:
+        cols.append(pa.field(WEIGHT_COLUMN, pa.float32(), nullable=False))
     return pa.schema(cols)
 
 
 class _ParquetSplits:
     """``<split>.parquet`` writers fed with encoded rows; row groups of ``ROW_GROUP_ROWS`` written on a thread."""
 
-    def __init__(self, out: Path, fields: Sequence[Field], splits: Sequence[str], group: bool) -> None:
+    def __init__(self, out: Path, fields: Sequence[Field], splits: Sequence[str], group: bool, weight: bool) -> None:
         self.out = out
         self.splits = list(splits)
-        self.schema = parquet_schema(fields, group)
+        self.schema = parquet_schema(fields, group, weight)
         self.id_names = [f.name for f in fields if f.encoding == "id"]
         self.dense_names = [f.name for f in fields if f.encoding == "dense"]
         self.multi_lens = [(f.name, int(f.stats["max_len"])) for f in fields if f.encoding == "multi"]
@@ -528,6 +538,8 @@ def _to_table(
     cols["label"] = column(lambda p: p.label)
     if GROUP_COLUMN in schema.names:
         cols[GROUP_COLUMN] = column(lambda p: p.group)
+    if WEIGHT_COLUMN in schema.names:
+        cols[WEIGHT_COLUMN] = column(lambda p: p.weight)
     return pa.table(cols, schema=schema)
 
 

@@ -103,6 +103,7 @@ class TableSpec:
     extra_columns: str
     group: str | None = None
     time_column: str | None = None
+    weight: str | None = None
 
     @property
     def numeric(self) -> list[ColumnSpec]:
@@ -134,7 +135,8 @@ class TableSpec:
     def read_columns(self) -> list[str]:
         """Columns read from the file: the label, the declared non-ignored ones, the group column."""
         names = [self.label] + [c.name for c in self.columns if c.kind != "ignore"]
-        return names + ([self.group] if self.group and self.group not in names else [])
+        extra = [c for c in (self.group, self.weight) if c and c not in names]
+        return names + list(dict.fromkeys(extra))
 
     def to_dict(self) -> dict[str, Any]:
         """The declaration as saved in ``schema.json`` (and hashed into the cache key)."""
@@ -148,6 +150,7 @@ class TableSpec:
             "extra_columns": self.extra_columns,
             "group": self.group,
             "split_by_time": self.time_column,
+            "weight": self.weight,
         }
 
 
@@ -233,7 +236,12 @@ def parse_table_spec(
     kinds = {c.name: c.kind for c in columns}
     if time is not None and kinds.get(time) not in ("datetime", "numeric"):
         raise DataError(f"data.split_by_time {time!r} must name a datetime or numeric column of data.columns")
-    return TableSpec(fmt, delimiter, header, names, label["name"], positive, negative, columns, extra, group, time)
+    weight = get("weight")
+    if weight is not None and (not isinstance(weight, str) or weight == label["name"]):
+        raise DataError(f"data.weight must name a column other than the label, got {weight!r}")
+    return TableSpec(
+        fmt, delimiter, header, names, label["name"], positive, negative, columns, extra, group, time, weight
+    )
 
 
 def _parse_column(name: str, value: Any, min_count: int, transform: str, buckets: int) -> ColumnSpec:
@@ -312,12 +320,13 @@ def read_table(
 
 def _check_columns(path: Path, spec: TableSpec, present: list[str]) -> None:
     """Every declared column is in the file; undeclared ones are an error unless ``extra_columns: ignore``."""
-    missing = [c for c in [spec.label, *(c.name for c in spec.columns), spec.group] if c and c not in present]
+    declared_names = [spec.label, *(c.name for c in spec.columns), spec.group, spec.weight]
+    missing = [c for c in declared_names if c and c not in present]
     if missing:
         raise DataError(
             f"{path}: no column {missing[0]!r} (declared in data.columns/data.label); the file has: {', '.join(present)}"
         )
-    declared = {spec.label, spec.group, *(c.name for c in spec.columns)}
+    declared = {spec.label, spec.group, spec.weight, *(c.name for c in spec.columns)}
     extra = [c for c in present if c not in declared]
     if extra and spec.extra_columns == "error":
         raise DataError(
@@ -464,8 +473,13 @@ def _convert(
         flag(too_long, col.name, lambda i, col=col: f"more than max_len={col.max_len} values")
         multi.append(keys)
     group = None if spec.group is None else codec.encode(_as_bytes(table.column(spec.group)))
+    weight = None
+    if spec.weight is not None:
+        weight, no_weight, not_number = _numbers(table.column(spec.weight))
+        flag(not_number, spec.weight, lambda i: f"weight {_cell(table.column(spec.weight), i)!r} is not a number")
+        flag(no_weight | (weight < 0), spec.weight, lambda i: "a weight must be a number >= 0")
     _report_problems(path, problems, on_bad_rows, report, unit)
-    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time, multi)
+    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time, multi, weight)
     return batch.take(~bad) if bad.any() else batch
 
 

@@ -105,7 +105,7 @@ class EpochTrainer:
         """One optimizer step on ``batch`` (already on the device); returns the () loss, still attached to the graph."""
         with autocast(self.device, self.cfg.precision):
             logits = self.step_model(batch)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
+        loss = weighted_bce(logits.float(), batch.label, batch.weight)
         self.optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.scaler and self.hooks:
@@ -180,3 +180,11 @@ class EpochTrainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.optimizer.set_lr_factor(lr_factor(self.step, self.total_steps, self.cfg))
+
+
+def weighted_bce(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean BCE-with-logits over the batch; with example weights, their weighted mean (sum w * l / sum w)."""
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(logits, label)
+    losses = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
+    return (weight * losses).sum() / weight.sum().clamp(min=1e-12)
