@@ -24,9 +24,15 @@ def test_every_model_trains_on_the_schema(name: str, schema_name: str) -> None:
     check_trains(model, steps=30, batch=tiny_batch(schema, batch_size=64))
 
 
-def test_a_norm_on_a_stage_without_fields_is_reported() -> None:
-    with pytest.warns(UserWarning, match="norm.numeric=ln has no effect: the data has no numeric fields"):
+def test_a_norm_on_a_stage_without_fields_is_an_error_unless_it_is_every_embeddings_norm() -> None:
+    from ctr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="norm.numeric=ln: the data has no numeric fields; set it to none"):
         build_model(SCHEMAS["categorical_only"], *model_config("dnn", 4, {"hidden": [8]}, numeric="ln"))
+    both = build_model(
+        SCHEMAS["categorical_only"], *model_config("dnn", 4, {"hidden": [8]}, numeric="ln", categorical="ln")
+    )
+    assert both.embed.num_numeric == 0  # the same norm on both stages: one norm of every embedding, allowed
 
 
 def test_multi_valued_fields_are_pooled_into_one_field_each() -> None:

@@ -8,8 +8,6 @@ looked up in the id table like categorical fields but still belong to the numeri
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -122,12 +120,12 @@ class FieldEmbedding(nn.Module):
         self.num_categorical = len(cat_ids) + fm
         self.num_fields = self.num_numeric + self.num_categorical
         num_spec, cat_spec = parse_norm(numeric, "numeric"), parse_norm(categorical, "categorical")
-        for stage, spec, count in (
-            ("numeric", num_spec, self.num_numeric),
-            ("categorical", cat_spec, self.num_categorical),
-        ):
-            if count == 0 and not spec.is_none:  # a warning, not an error: published defaults (MaskNet) set both
-                warnings.warn(f"norm.{stage}={spec.name} has no effect: the data has no {stage} fields", stacklevel=2)
+        stages = (("numeric", num_spec, self.num_numeric), ("categorical", cat_spec, self.num_categorical))
+        for stage, spec, count in stages:
+            # a norm on a stage without fields is an error, unless both embedding stages have the same norm: that
+            # is one norm of every embedding (MaskNet's published embedding LN), which the other stage applies
+            if count == 0 and not spec.is_none and num_spec != cat_spec:
+                raise ConfigError(f"norm.{stage}={spec.name}: the data has no {stage} fields; set it to none")
         if fm and cat_spec.reparametrizes:
             raise ConfigError("norm.categorical=wn does not cover multi-valued fields; use another norm")
         self.numeric_norm = (
