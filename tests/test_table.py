@@ -35,9 +35,14 @@ COLUMNS = {
 }
 
 
-def spec(**changes: object):
+def csv_data(**changes: object):
+    """The default data config declaring a CSV table (``COLUMNS``, label ``click``, min count 1), with changes."""
     data = config_section("data", format="csv", label={"name": "click"}, columns=COLUMNS, min_count=1)
-    data = dataclasses.replace(data, **changes)
+    return dataclasses.replace(data, **changes)
+
+
+def spec(**changes: object):
+    data = csv_data(**changes)
     return parse_table_spec(
         data, min_count=data.min_count, numeric_transform=data.numeric_transform, quantile_buckets=data.quantile_buckets
     )
@@ -169,15 +174,7 @@ def test_prepared_table_round_trips_through_encode_raw(tmp_path: Path) -> None:
     write(d / "train.csv", ROWS * 3)
     write(d / "valid.csv", ROWS[:2])
     write(d / "test.csv", ROWS[1:])
-    data = config_section(
-        "data",
-        path=str(d),
-        cache_dir=str(tmp_path / "cache"),
-        format="csv",
-        label={"name": "click"},
-        columns=COLUMNS,
-        min_count=1,
-    )
+    data = csv_data(path=str(d), cache_dir=str(tmp_path / "cache"))
     prepared = prepare_data(data, progress=False)
     fields = prepared.schema.fields
     assert [f.name for f in fields] == ["price", "when_hour", "when_weekday", "when_weekend", "site", "device"]
@@ -241,15 +238,11 @@ def test_temporal_split_puts_the_latest_rows_in_test_and_is_rebuilt_by_evaluate(
         f"{i},{int(rng.random() < 0.3)},{1_400_000_000 + 3600 * h},{rng.integers(0, 9)}" for i, h in enumerate(hours)
     ]
     raw = write(tmp_path / "log.csv", lines, header="id,click,ts,item")
-    data = config_section(
-        "data",
+    data = csv_data(
         path=str(raw),
         cache_dir=str(tmp_path / "cache"),
-        format="csv",
-        label={"name": "click"},
         columns={"id": "ignore", "ts": {"kind": "datetime", "format": "unix"}, "item": "categorical"},
         split_by_time="ts",
-        min_count=1,
     )
     prepared = prepare_data(data, progress=False)
     assert prepared.schema.rows == {"train": 1600, "valid": 200, "test": 200}
@@ -273,15 +266,7 @@ def test_multi_valued_cells_become_padded_ids_with_their_own_vocabulary(tmp_path
     for split in ("train", "valid", "test"):
         write(d / f"{split}.csv", rows, header="click,user,hist")
     columns = {"user": "categorical", "hist": {"kind": "multi_valued", "max_len": 2, "truncate": True}}
-    data = config_section(
-        "data",
-        path=str(d),
-        cache_dir=str(tmp_path / "c"),
-        format="csv",
-        label={"name": "click"},
-        columns=columns,
-        min_count=1,
-    )
+    data = csv_data(path=str(d), cache_dir=str(tmp_path / "c"), columns=columns)
     prepared = prepare_data(data, progress=False)
     hist = prepared.schema.multi_fields[0]
     assert (hist.name, hist.encoding, hist.stats["vocab"], hist.stats["max_len"]) == (
@@ -320,16 +305,7 @@ def test_weight_column_reaches_batches_and_weights_the_training_loss(tmp_path: P
     rows = ["1,a,2", "0,b,1", "1,a,0.5", "0,c,1"]
     for split in ("train", "valid", "test"):
         write(d / f"{split}.csv", rows, header="click,item,w")
-    data = config_section(
-        "data",
-        path=str(d),
-        cache_dir=str(tmp_path / "c"),
-        format="csv",
-        label={"name": "click"},
-        columns={"item": "categorical"},
-        weight="w",
-        min_count=1,
-    )
+    data = csv_data(path=str(d), cache_dir=str(tmp_path / "c"), columns={"item": "categorical"}, weight="w")
     batch = load_split(prepare_data(data, progress=False), "test")
     assert batch.weight.tolist() == [2.0, 1.0, 0.5, 1.0]
     logits, label = torch.tensor([0.3, -1.0]), torch.tensor([1.0, 0.0])
