@@ -170,16 +170,20 @@ def build_click_model(seed: int) -> ClickModel:
     num_cat = np.stack([rng.choice(NUM_INT, 4), rng.choice(NUM_CAT, 4)], axis=1).astype(np.int64)
     cross = rng.standard_normal((len(num_cat), TABLE_SLOTS)) * CROSS_SCALE
     model = ClickModel(0.0, main, missing, factors, pairs, num_amp, num_center, num_width, num_missing, num_cat, cross)
-    logit = _draw_features(model, np.random.default_rng([seed, 1]), 1 << 15).logit
+    model.bias = calibrated_bias(_draw_features(model, np.random.default_rng([seed, 1]), 1 << 15).logit, BASE_CTR)
+    return model
+
+
+def calibrated_bias(logit: np.ndarray, ctr: float) -> float:
+    """The intercept that makes the mean click probability of rows with these (N,) logits ``ctr`` (bisection)."""
     lo, hi = -10.0, 10.0
-    for _ in range(60):  # bisection on the mean click probability
+    for _ in range(60):
         mid = (lo + hi) / 2
-        if np.mean(1 / (1 + np.exp(-(logit + mid)))) < BASE_CTR:
+        if np.mean(click_probability(logit + mid)) < ctr:
             lo = mid
         else:
             hi = mid
-    model.bias = (lo + hi) / 2
-    return model
+    return (lo + hi) / 2
 
 
 def _draw_features(model: ClickModel, rng: np.random.Generator, n: int) -> Block:
@@ -227,7 +231,7 @@ def generate_block(model: ClickModel, seed: int, index: int) -> Block:
     """Rows ``[index * GEN_BLOCK, (index + 1) * GEN_BLOCK)`` for ``seed``, labels drawn from the planted model."""
     rng = np.random.default_rng([seed, 2, index])
     block = _draw_features(model, rng, GEN_BLOCK)
-    block.label = (rng.random(GEN_BLOCK) < 1 / (1 + np.exp(-block.logit))).astype(np.int8)
+    block.label = (rng.random(GEN_BLOCK) < click_probability(block.logit)).astype(np.int8)
     return block
 
 

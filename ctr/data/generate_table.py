@@ -59,6 +59,7 @@ from ctr.data.generate import (
     MAIN_SCALE,
     NUMERIC_AMP,
     TABLE_SLOTS,
+    calibrated_bias,
     click_probability,
     oracle_path,
     write_oracle,
@@ -209,15 +210,7 @@ def build_table_model(spec: TableSpec, seed: int, ctr: float = BASE_CTR) -> Tabl
             num, cat = numeric[rng.integers(len(numeric))], categorical[rng.integers(len(categorical))]
             crosses.append((num.name, cat.name, rng.standard_normal(len(cat.main)) * CROSS_SCALE))
     model = TableModel(spec, columns, 0.0, pairs, crosses)
-    logit = _draw(model, seed, 1, 0, CALIBRATION_ROWS, 0, "shuffled")["logit"]
-    lo, hi = -10.0, 10.0
-    for _ in range(60):  # bisection on the mean click probability
-        mid = (lo + hi) / 2
-        if np.mean(click_probability(logit + mid)) < ctr:
-            lo = mid
-        else:
-            hi = mid
-    model.bias = (lo + hi) / 2
+    model.bias = calibrated_bias(_draw(model, seed, 1, 0, CALIBRATION_ROWS, 0, "shuffled")["logit"], ctr)
     return model
 
 
