@@ -112,9 +112,9 @@ class BadRowReport:
         return f"skipped {self.count} bad row{'s' if self.count > 1 else ''} ({shown}{more})"
 
 
-def format_problem(file: str, line: int, column: str | None, reason: str) -> str:
-    """``train.txt line 17, column I3: 'abc' is not an integer``."""
-    where = f"{file} line {line}" + (f", column {column}" if column else "")
+def format_problem(file: str, line: int, column: str | None, reason: str, unit: str = "line") -> str:
+    """``train.txt line 17, column I3: 'abc' is not an integer`` (``unit``: ``row`` for Parquet rows)."""
+    where = f"{file} {unit} {line}" + (f", column {column}" if column else "")
     return f"{where}: {reason}"
 
 
@@ -539,25 +539,28 @@ def _check_batch(
     return checked
 
 
-def _report(path: Path, problems: list[tuple[int, str | None, str]], on_bad_rows: str, report: BadRowReport) -> None:
-    """Raise for the first problem (``on_bad_rows="error"``) or add them all to ``report``."""
+def _report(
+    path: Path, problems: list[tuple[int, str | None, str]], on_bad_rows: str, report: BadRowReport, unit: str = "line"
+) -> None:
+    """Raise for the first problem (``on_bad_rows="error"``) or add them all to ``report``; ``unit`` names what
+    the numbers count (``line``, or ``row`` for Parquet)."""
     if not problems:
         return
     problems.sort(key=lambda p: p[0])
     if on_bad_rows == "error":
         line, column, reason = problems[0]
         hint = " (set data.on_bad_rows=skip to skip bad rows)"
-        raise DataError(format_problem(str(path), line, column, reason) + hint)
+        raise DataError(format_problem(str(path), line, column, reason, unit) + hint)
     for line, column, reason in problems:
         report.add(str(path), line, column, reason)
 
 
-def _column_count_reason(invalid: _InvalidRows, line: int) -> str:
+def _column_count_reason(invalid: _InvalidRows, line: int, expected: str = f"{NUM_COLUMNS} tab-separated") -> str:
     got = invalid.columns.get(line)
     text = invalid.texts.get(line)
     shown = f": {text[:60]!r}" if text is not None else ""
     count = f", got {got}" if got is not None else ""
-    return f"expected {NUM_COLUMNS} tab-separated columns{count}{shown}"
+    return f"expected {expected} columns{count}{shown}"
 
 
 def _label_reason(table: pa.Table, i: int) -> str:

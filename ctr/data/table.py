@@ -35,6 +35,7 @@ from ctr.data.criteo import (
     BadRowReport,
     KeyCodec,
     RawBatch,
+    _column_count_reason,
     _InvalidRows,
     _line_numbers,
     _LineState,
@@ -364,7 +365,7 @@ def _read_csv(
         state.next_line = last + 1
         new_invalid = [ln for ln in invalid.lines[state.invalid_done :] if final or ln <= last]
         state.invalid_done += len(new_invalid)
-        problems = [(ln, None, f"expected {len(present)} columns{_got(invalid, ln)}") for ln in new_invalid]
+        problems = [(ln, None, _column_count_reason(invalid, ln, str(len(present)))) for ln in new_invalid]
         return _convert(path, table, lines, spec, codec, problems, on_bad_rows, report, "line")
 
     try:
@@ -381,11 +382,6 @@ def _read_csv(
     out = flush(final=True)
     if len(out):
         yield out
-
-
-def _got(invalid: _InvalidRows, line: int) -> str:
-    got, text = invalid.columns.get(line), invalid.texts.get(line)
-    return (f", got {got}" if got is not None else "") + (f": {text[:60]!r}" if text is not None else "")
 
 
 def _read_parquet(
@@ -478,23 +474,9 @@ def _convert(
         weight, no_weight, not_number = _numbers(table.column(spec.weight))
         flag(not_number, spec.weight, lambda i: f"weight {_cell(table.column(spec.weight), i)!r} is not a number")
         flag(no_weight | (weight < 0), spec.weight, lambda i: "a weight must be a number >= 0")
-    _report_problems(path, problems, on_bad_rows, report, unit)
+    _report(path, problems, on_bad_rows, report, unit)
     batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time, multi, weight)
     return batch.take(~bad) if bad.any() else batch
-
-
-def _report_problems(
-    path: Path, problems: list[tuple[int, str | None, str]], on_bad_rows: str, report: BadRowReport, unit: str
-) -> None:
-    if unit == "line" or not problems:
-        _report(path, problems, on_bad_rows, report)
-        return
-    problems.sort(key=lambda p: p[0])
-    if on_bad_rows == "error":
-        row, column, reason = problems[0]
-        raise DataError(f"{path} row {row}, column {column}: {reason} (set data.on_bad_rows=skip to skip bad rows)")
-    for row, column, reason in problems:
-        report.add(str(path), row, column, reason)
 
 
 def _multi_keys(text: pa.Array, col: ColumnSpec, codec: KeyCodec) -> tuple[np.ndarray, np.ndarray]:
