@@ -587,14 +587,10 @@ def encode_raw(
     report = report if report is not None else BadRowReport()
     parts: list[EncodedBatch] = []
     read = dict(block_size=block_size, on_bad_rows=on_bad_rows, report=report, codec=encoder.codec)
+    rule = schema.config if "time_thresholds" in schema.config else {"split_seed": split_seed, "split": split_fracs}
     with closing(read_rows_of(Path(path), table, **read)) as batches:
         for batch in batches:
             if split is not None:
-                rule = (
-                    schema.config
-                    if "time_thresholds" in schema.config
-                    else {"split_seed": split_seed, "split": split_fracs}
-                )
                 batch = batch.take(assign_rows(batch, rule) == SPLITS.index(split))
             parts.append(encoder.transform(batch))
     if report.count:
