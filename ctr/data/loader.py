@@ -47,12 +47,14 @@ def tensors_from_table(table: pa.Table, schema: Schema) -> Batch:
     dense = _stack_columns([col(f.name) for f in schema.dense_fields], n, np.float32)
     missing = _stack_columns([col(f"{f.name}__missing") for f in schema.dense_fields], n, np.bool_)
     label = torch.from_numpy(col("label").astype(np.float32))
-    group = torch.from_numpy(col(GROUP_COLUMN).astype(np.int64)) if GROUP_COLUMN in table.column_names else None
+    group, weight = (
+        torch.from_numpy(col(name).astype(dtype)) if name in table.column_names else None
+        for name, dtype in ((GROUP_COLUMN, np.int64), (WEIGHT_COLUMN, np.float32))
+    )
     multi = [
         table.column(f.name).combine_chunks().flatten().to_numpy().reshape(n, int(f.stats["max_len"]))
         for f in schema.multi_fields
     ]
-    weight = torch.from_numpy(col(WEIGHT_COLUMN).astype(np.float32)) if WEIGHT_COLUMN in table.column_names else None
     return Batch(ids, dense, missing, label, group, _stack_multi(multi, n), weight)
 
 
@@ -73,8 +75,12 @@ def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch
     dense = np.concatenate([p.dense for p in parts], axis=1) if parts else np.zeros((fn, 0), np.float32)
     missing = np.concatenate([p.dense_missing for p in parts], axis=1) if parts else np.zeros((fn, 0), bool)
     label = np.concatenate([p.label for p in parts]) if parts else np.zeros(0, np.int8)
-    has_group = bool(parts) and parts[0].group is not None
-    group = torch.from_numpy(np.concatenate([p.group for p in parts]).astype(np.int64)) if has_group else None
+    group, weight = (
+        torch.from_numpy(np.concatenate([getattr(p, k) for p in parts]).astype(dtype))
+        if parts and getattr(parts[0], k) is not None
+        else None
+        for k, dtype in (("group", np.int64), ("weight", np.float32))
+    )
     n = len(label)
     multi, start = [], 0
     for f in schema.multi_fields:
@@ -89,7 +95,7 @@ def tensors_from_encoded(parts: Sequence[EncodedBatch], schema: Schema) -> Batch
         torch.from_numpy(label.astype(np.float32)),
         group,
         _stack_multi(multi, n),
-        torch.from_numpy(np.concatenate([p.weight for p in parts])) if parts and parts[0].weight is not None else None,
+        weight,
     )
 
 
