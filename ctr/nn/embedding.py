@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ctr.errors import ConfigError
 from ctr.nn.norm import EmbeddingNorm, NormSpec, WeightNorm, parse_norm
-from ctr.types import Batch, Schema
+from ctr.types import Batch, Field, Schema
 
 EMBED_STD = 0.01
 
@@ -203,13 +203,13 @@ class MultiValuedEmbedding(nn.Module):
     missing-value id, so every row has at least one value.
     """
 
-    def __init__(self, fields: list, dim: int, init_std: float) -> None:
+    def __init__(self, fields: list[Field], dim: int, init_std: float) -> None:
         super().__init__()
         sizes = torch.tensor([f.vocab_size for f in fields], dtype=torch.long)
         self.register_buffer("offsets", (torch.cumsum(sizes, 0) - sizes)[:, None], persistent=False)  # (Fm, 1)
         self.table = nn.Embedding(int(sizes.sum()), dim)
         nn.init.normal_(self.table.weight, std=init_std)
-        mean = torch.tensor([f.stats.get("pooling", "mean") == "mean" for f in fields])
+        mean = torch.tensor([f.stats["pooling"] == "mean" for f in fields])
         self.register_buffer("mean", mean[:, None], persistent=False)  # (Fm, 1)
 
     def forward(self, ids: Tensor) -> Tensor:
