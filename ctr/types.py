@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctr.errors import DataError
+from ctr.errors import DataError, quoted
 
 if TYPE_CHECKING:
     import torch
@@ -92,16 +92,87 @@ class Schema:
 
     @classmethod
     def from_json(cls, path: str | Path) -> Schema:
+        """Read and check a ``schema.json``, which may come from elsewhere (a copied run directory): its keys and
+        types, and every name that could reach a path (field names, the source's file names; see
+        :func:`name_problem`).
+
+        Raises:
+            DataError: naming the file, and the field or key that is wrong.
+        """
         try:
             raw = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise DataError(f"{path}: schema file not found") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: not a schema (a JSON object with fields, config, source ... expected)")
         if raw.get("version") != SCHEMA_VERSION:
-            raise DataError(f"{path}: schema version {raw.get('version')} is not supported (want {SCHEMA_VERSION})")
+            version = quoted(str(raw.get("version")))
+            raise DataError(f"{path}: schema version {version} is not supported (want {SCHEMA_VERSION})")
+        _check_keys(path, "the schema", raw, cls.__dataclass_fields__, required=("fields",))
+        if not isinstance(raw["fields"], list) or not all(isinstance(f, dict) for f in raw["fields"]):
+            raise DataError(f"{path}: 'fields' must be a list of objects")
+        for f in raw["fields"]:
+            _check_field(path, f)
+        for key in ("config", "source", "rows", "bad_rows"):
+            if not isinstance(raw.get(key, {}), dict):
+                raise DataError(f"{path}: {key!r} must be an object")
+        _check_source(path, raw.get("source", {}))
         raw["fields"] = [Field(**f) for f in raw["fields"]]
         return cls(**raw)
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a field or a source file, or None when it can. Such names are column or file names,
+    never paths: a name must be a non-empty string without ``/``, ``\\``, NUL or other control characters, and be
+    neither ``.`` nor ``..``, so that no use of it can leave a directory (or rewrite a terminal line)."""
+    if not isinstance(name, str) or not name:
+        return "a name must be a non-empty string"
+    if "/" in name or "\\" in name:
+        return "a name cannot hold a path separator"
+    if name in (".", ".."):
+        return "a name cannot be . or .."
+    if not name.isprintable():
+        return "a name cannot hold control characters"
+    return None
+
+
+def _check_keys(path: str | Path, what: str, raw: dict, known: Any, required: tuple[str, ...]) -> None:
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        raise DataError(f"{path}: {what} has an unknown key {quoted(unknown[0])}; valid: {', '.join(known)}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise DataError(f"{path}: {what} has no {missing[0]!r}")
+
+
+def _check_field(path: str | Path, f: dict[str, Any]) -> None:
+    """One entry of a schema's ``fields``: known keys of the right types, and a name that cannot act as a path."""
+    problem = name_problem(f.get("name"))
+    if problem is not None:
+        raise DataError(f"{path}: field {quoted(str(f.get('name')))}: {problem}")
+    where = f"field {quoted(f['name'])}"
+    _check_keys(path, where, f, Field.__dataclass_fields__, required=("name", "source", "encoding", "transform"))
+    kinds = {str: "a string", int: "an integer", dict: "an object"}
+    types = {"source": str, "encoding": str, "transform": str, "vocab_size": int, "stats": dict}
+    for key, kind in types.items():
+        if key in f and (not isinstance(f[key], kind) or isinstance(f[key], bool)):
+            raise DataError(f"{path}: {where}: {key!r} must be {kinds[kind]}, got {quoted(str(f[key]))}")
+
+
+def _check_source(path: str | Path, source: dict[str, Any]) -> None:
+    """A schema's ``source``: its files are named by bare file names (joined to ``source.path`` when a directory's
+    split is re-encoded), so none can point elsewhere."""
+    if source.get("kind", "file") not in ("file", "directory"):
+        raise DataError(f"{path}: source kind {quoted(str(source.get('kind')))} is not file or directory")
+    files = source.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise DataError(f"{path}: source 'files' must map splits to objects")
+    for split, info in files.items():
+        problem = name_problem(info.get("name"))
+        if problem is not None:
+            raise DataError(f"{path}: source file {quoted(str(info.get('name')))} of {quoted(split)}: {problem}")
 
 
 def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

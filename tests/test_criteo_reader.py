@@ -301,5 +301,5 @@ def test_chunking_keeps_line_numbers_and_bad_rows_exact(
 
 def test_a_line_longer_than_the_block_size_is_a_clear_error(tmp_path: Path, criteo_lines: list[str]) -> None:
     path = write_rows(tmp_path / "t.txt", criteo_lines[:20])
-    with pytest.raises(DataError, match=r"t\.txt: a line is longer than data\.block_size \(64 bytes\)"):
+    with pytest.raises(DataError, match=r"t\.txt line 1: the line is longer than data\.block_size \(64 bytes\)"):
         read_all(path, block_size=64)

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ctr.errors import DataError
+from ctr.data.read_failures import READ_FAILURES, read_error
+from ctr.errors import DataError, quoted
 
 NUM_INT = 13
 NUM_CAT = 26
@@ -30,6 +31,7 @@ LABEL = "label"
 INT_COLUMNS = [f"I{i}" for i in range(1, NUM_INT + 1)]
 CAT_COLUMNS = [f"C{i}" for i in range(1, NUM_CAT + 1)]
 COLUMNS = [LABEL, *INT_COLUMNS, *CAT_COLUMNS]
+FEATURE_COLUMNS = COLUMNS[1:]  # the layout of rows to score: no label column
 
 MAX_EXAMPLES = 10  # bad rows kept (with line numbers and reasons) in a skip report
 MIN_BATCH_ROWS = 1 << 16  # pyarrow record batches are coalesced into batches of at least this many rows
@@ -56,6 +58,7 @@ class RawBatch:
             column, the value for a numeric one), or None.
         multi: per multi-valued column of a declared table, (N, max_len) int64 keys of its values (0 = none).
         weight: (N,) float64 example weights (declared tables with ``data.weight``), or None.
+        carry: (N rows) raw columns asked for by the reader's ``carry`` (to copy into predictions), or None.
     """
 
     lines: np.ndarray
@@ -67,6 +70,7 @@ class RawBatch:
     time: np.ndarray | None = None
     multi: list[np.ndarray] = field(default_factory=list)
     weight: np.ndarray | None = None
+    carry: pa.Table | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -85,7 +89,19 @@ class RawBatch:
             time,
             [m[rows] for m in self.multi],
             None if self.weight is None else self.weight[rows],
+            None if self.carry is None else _take_table(self.carry, rows),
         )
+
+
+def _take_table(table: pa.Table, rows: np.ndarray | slice) -> pa.Table:
+    """The rows of an Arrow table selected as :meth:`RawBatch.take` selects them."""
+    if isinstance(rows, slice):
+        start, stop, step = rows.indices(table.num_rows)
+        if step == 1:
+            return table.slice(start, max(stop - start, 0))
+        rows = np.arange(start, stop, step)
+    rows = np.asarray(rows)
+    return table.filter(pa.array(rows)) if rows.dtype == bool else table.take(pa.array(rows))
 
 
 @dataclass
@@ -249,7 +265,9 @@ def check_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         ok = (data[odd] == 45) & (offsets[cell] == odd) & (lengths[cell] >= 2)  # a leading minus sign
         bad[cell[~ok]] = True
     for i in np.flatnonzero((lengths > _MAX_DIGITS) & ~bad):  # digits only, but maybe out of range
-        if not -(1 << 63) <= int(bytes(data[offsets[i] : offsets[i + 1]])) < (1 << 63):
+        text = bytes(data[offsets[i] : offsets[i + 1]])
+        # over 19 digits after leading zeros is out of range, and int() refuses texts of over 4300 digits
+        if len(text.lstrip(b"-").lstrip(b"0")) > 19 or not -(1 << 63) <= int(text) < (1 << 63):
             bad[i] = True
     return missing, bad
 
@@ -275,17 +293,21 @@ def _cell_text(arr: pa.Array, i: int) -> str:
 
 
 class _InvalidRows:
-    """invalid_row_handler for pyarrow: records rows with a wrong number of columns and skips them."""
+    """invalid_row_handler for pyarrow: records rows with a wrong number of columns and skips them; ``spanning``
+    holds those that run over several lines (a quoted value with a line break, in CSV)."""
 
     def __init__(self) -> None:
         self.lines: list[int] = []
         self.texts: dict[int, str] = {}
         self.columns: dict[int, int] = {}
+        self.spanning: list[int] = []
         self._lock = threading.Lock()
 
     def __call__(self, row: Any) -> str:
         with self._lock:
             self.lines.append(row.number)
+            if "\n" in row.text or "\r" in row.text:
+                self.spanning.append(row.number)
             if len(self.texts) < 100:
                 self.texts[row.number] = row.text
                 self.columns[row.number] = row.actual_columns
@@ -337,36 +359,34 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         thread.join()
 
 
-def open_record_batches(path: str | Path, block_size: int, handler: Any) -> Iterator[pa.RecordBatch]:
+def open_record_batches(
+    path: str | Path, block_size: int, handler: Any, names: list[str] = COLUMNS
+) -> Iterator[pa.RecordBatch]:
     """pyarrow's serial streaming CSV reader over a raw file: every column as binary, no quoting, no header.
 
     Serial reading (``use_threads=False``) is what makes ``InvalidRow.number`` exact (with threads pyarrow
     reports no row numbers); :func:`read_criteo` overlaps it with the caller's work through a background thread.
+    ``names``: ``COLUMNS``, or ``FEATURE_COLUMNS`` for a file without the label column.
+
+    Raises:
+        DataError: no such file. Failures to read (``READ_FAILURES``) are raised as they are, for the caller,
+            which knows how many lines were read and which of them were bad, to name the line.
     """
-    names = COLUMNS
     read = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
     parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False, invalid_row_handler=handler)
     convert = pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=False)
     try:
         reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
             return
-        raise _read_error(path, e, block_size) from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise
     try:
         yield from reader
-    except pa.ArrowInvalid as e:
-        raise _read_error(path, e, block_size) from None
     finally:
         reader.close()
-
-
-def _read_error(path: Path, e: Exception, block_size: int) -> DataError:
-    if "straddl" in str(e):  # pyarrow: a row does not fit in one block
-        return DataError(f"{path}: a line is longer than data.block_size ({block_size} bytes); raise data.block_size")
-    return DataError(f"{path}: cannot read as tab-separated text ({e})")
 
 
 def read_criteo(
@@ -376,6 +396,8 @@ def read_criteo(
     report: BadRowReport | None = None,
     codec: KeyCodec | None = None,
     min_rows: int = MIN_BATCH_ROWS,
+    require_label: bool = True,
+    carry: tuple[str, ...] = (),
 ) -> Iterator[RawBatch]:
     """Stream the good rows of a raw Criteo file (plain or ``.gz``) as :class:`RawBatch` es.
 
@@ -391,13 +413,45 @@ def read_criteo(
         report: receives skipped rows (a fresh one is used if None).
         codec: maps categorical values to keys (a fresh one if None; share one across files to share keys).
         min_rows: pyarrow batches are coalesced until at least this many rows (fewer at the end).
+        require_label: False for rows to score: the file may also lack the label column (39 columns instead of
+            40, decided per file by :func:`criteo_layout`); its rows then get label 0.
+        carry: columns (of ``COLUMNS``) kept as raw text in ``RawBatch.carry``.
 
     Returns:
         An iterator of RawBatch of at least ``min_rows`` rows except the last, rows in file order. Text is
         parsed (by pyarrow, serially) and checked in a background thread, one batch ahead of the caller.
     """
     path, report, codec = reader_args(path, on_bad_rows, report, codec)
-    return _convert_stream(prefetch(_check_stream(path, block_size, on_bad_rows, report, min_rows)), codec)
+    names = COLUMNS if require_label else criteo_layout(path, block_size, on_bad_rows)
+    unknown = [c for c in carry if c not in names]
+    if unknown:
+        raise DataError(f"{path}: no column {unknown[0]!r} to carry; the file has: {', '.join(names)}")
+    checked = _check_stream(path, block_size, on_bad_rows, report, min_rows, names)
+    return _convert_stream(prefetch(checked), codec, carry)
+
+
+def criteo_layout(path: Path, block_size: int, on_bad_rows: str) -> list[str]:
+    """The columns of a raw Criteo file that may lack its label: ``COLUMNS`` when its first line has 40
+    tab-separated columns, ``FEATURE_COLUMNS`` when it has 39 (with ``on_bad_rows="skip"``: the first line of
+    the first block that has either; lines of the other count are then bad rows).
+
+    Raises:
+        DataError: no such line, naming the first line and its column count.
+    """
+    with pa.input_stream(str(path), compression="detect") as f:
+        head = f.read(block_size)
+    lines = head.split(b"\n")
+    lines = lines[:-1] if len(head) == block_size or not lines[-1] else lines  # a cut or empty last piece
+    if not lines:  # an empty file, or a first line longer than a block: the reader reports it
+        return COLUMNS
+    counts = [line.count(b"\t") + 1 for line in (lines[:1] if on_bad_rows == "error" else lines)]
+    for count in counts:
+        if count in (NUM_COLUMNS, NUM_COLUMNS - 1):
+            return COLUMNS if count == NUM_COLUMNS else FEATURE_COLUMNS
+    layouts = f"{NUM_COLUMNS} tab-separated columns (with the label) or {NUM_COLUMNS - 1} (without)"
+    if on_bad_rows == "error":
+        raise DataError(f"{path} line 1: expected {layouts}, got {counts[0]}")
+    raise DataError(f"{path}: no line of the first {len(head)} bytes has {layouts}; line 1 has {counts[0]}")
 
 
 def reader_args(
@@ -417,12 +471,14 @@ class _CheckedBatch:
     """Good rows after stage 1 (pyarrow parsing and validation), before conversion to numbers and keys."""
 
     lines: np.ndarray  # (N,) int64
-    table: pa.Table  # (N rows) the 40 binary columns, one chunk each
+    table: pa.Table  # (N rows) the 40 binary columns, one chunk each (a label of 0 in rows to score)
     label: np.ndarray  # (N,) int8
     int_missing: np.ndarray  # (NUM_INT, N) bool
 
 
-def _convert_stream(checked: Iterator[_CheckedBatch], codec: KeyCodec) -> Iterator[RawBatch]:
+def _convert_stream(
+    checked: Iterator[_CheckedBatch], codec: KeyCodec, carry: tuple[str, ...] = ()
+) -> Iterator[RawBatch]:
     """Stage 2, in the caller's thread (so it overlaps with stage 1 of the next batch): integers and keys."""
     try:
         for c in checked:
@@ -433,7 +489,8 @@ def _convert_stream(checked: Iterator[_CheckedBatch], codec: KeyCodec) -> Iterat
             cats = np.empty((NUM_CAT, len(c.lines)), dtype=np.int64)
             for j in range(NUM_CAT):
                 cats[j] = codec.encode(cols[1 + NUM_INT + j].chunks[0])
-            yield RawBatch(c.lines, c.label, ints, c.int_missing, cats)
+            kept = c.table.select(list(carry)) if carry else None
+            yield RawBatch(c.lines, c.label, ints, c.int_missing, cats, carry=kept)
     finally:
         close = getattr(checked, "close", None)
         if close is not None:
@@ -441,22 +498,33 @@ def _convert_stream(checked: Iterator[_CheckedBatch], codec: KeyCodec) -> Iterat
 
 
 def _check_stream(
-    path: Path, block_size: int, on_bad_rows: str, report: BadRowReport, min_rows: int
+    path: Path, block_size: int, on_bad_rows: str, report: BadRowReport, min_rows: int, names: list[str] = COLUMNS
 ) -> Iterator[_CheckedBatch]:
     invalid = _InvalidRows()
     state = _LineState()
     pending: list[pa.RecordBatch] = []
     rows = 0
-    for batch in open_record_batches(path, block_size, invalid):  # same thread: exact row numbers, no handoffs
+    batches = open_record_batches(path, block_size, invalid, names)  # same thread: exact row numbers
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except READ_FAILURES as e:
+            # the lines read before the failure come first: a bad one among them is the file's first problem
+            _check_batch(path, pending, invalid, state, on_bad_rows, report, final=True, names=names)
+            raise read_error(path, e, state.next_line, block_size) from None
         pending.append(batch)
         rows += batch.num_rows
         unreported = invalid.lines[state.invalid_done : state.invalid_done + 1]
         if on_bad_rows == "error" and rows == 0 and unreported and unreported[0] == state.next_line:
-            _check_batch(path, pending, invalid, state, on_bad_rows, report, final=True)  # raises
+            _check_batch(path, pending, invalid, state, on_bad_rows, report, final=True, names=names)  # raises
         if rows >= min_rows:
-            yield _check_batch(path, pending, invalid, state, on_bad_rows, report, final=False)
+            checked = _check_batch(path, pending, invalid, state, on_bad_rows, report, final=False, names=names)
             pending, rows = [], 0
-    last = _check_batch(path, pending, invalid, state, on_bad_rows, report, final=True)
+            if len(checked.lines):  # skipping may leave none (an empty table has no chunks to convert)
+                yield checked
+    last = _check_batch(path, pending, invalid, state, on_bad_rows, report, final=True, names=names)
     if len(last.lines):
         yield last
 
@@ -487,8 +555,11 @@ def _check_batch(
     on_bad_rows: str,
     report: BadRowReport,
     final: bool,
+    names: list[str] = COLUMNS,
+    unit: str = "line",
 ) -> _CheckedBatch:
-    """Line numbers and every bad-row check of the coalesced pyarrow batches; raises or drops bad rows."""
+    """Line numbers and every bad-row check of the coalesced pyarrow batches (of the columns ``names``); raises
+    or drops bad rows. ``unit`` names what the numbers count in messages (``line``, or ``row`` of a frame)."""
     table = pa.Table.from_batches(batches) if batches else None
     n = table.num_rows if table is not None else 0
     lines = _line_numbers(n, invalid.lines, state)
@@ -499,7 +570,10 @@ def _check_batch(
     state.invalid_done += len(new_invalid)
     if final and new_invalid:
         state.next_line = max(state.next_line, new_invalid[-1] + 1)
-    problems: list[tuple[int, str | None, str]] = [(ln, None, _column_count_reason(invalid, ln)) for ln in new_invalid]
+    expected = f"{len(names)} tab-separated"
+    problems: list[tuple[int, str | None, str]] = [
+        (ln, None, _column_count_reason(invalid, ln, expected)) for ln in new_invalid
+    ]
     if n == 0:
         empty = _CheckedBatch(
             lines,
@@ -507,9 +581,11 @@ def _check_batch(
             np.zeros(0, np.int8),
             np.zeros((NUM_INT, 0), bool),
         )
-        _report(path, problems, on_bad_rows, report)
+        _report(path, problems, on_bad_rows, report, unit)
         return empty
     table = table.combine_chunks()
+    if names[0] != LABEL:
+        table = _with_zero_label(table)
     cols = table.columns
     bad = np.zeros(n, dtype=bool)
     offsets, data = binary_buffers(cols[0].chunks[0])
@@ -530,13 +606,23 @@ def _check_batch(
                 problems.append((int(lines[i]), INT_COLUMNS[j], _int_reason(arr, i)))
             bad[i] = True
     checked = _CheckedBatch(lines, table, (label_byte - 48).astype(np.int8), int_missing)
-    _report(path, problems, on_bad_rows, report)
+    _report(path, problems, on_bad_rows, report, unit)
     if bad.any():  # skip mode: keep the good rows
         keep = ~bad
         checked = _CheckedBatch(
             lines[keep], table.filter(pa.array(keep)).combine_chunks(), checked.label[keep], int_missing[:, keep]
         )
     return checked
+
+
+def _with_zero_label(table: pa.Table) -> pa.Table:
+    """Rows to score (no label column) with a label column of ``0``, left empty where every cell is (pyarrow
+    reads an empty line as such a row), so that the label check reports an empty line as it does with labels."""
+    empty = np.ones(table.num_rows, dtype=bool)
+    for col in table.columns:
+        empty &= np.diff(binary_buffers(col.chunks[0])[0]) == 0
+    label = pc.if_else(pa.array(empty), pa.scalar(b"", pa.binary()), pa.scalar(b"0", pa.binary()))
+    return table.add_column(0, LABEL, label)
 
 
 def _report(
@@ -558,7 +644,7 @@ def _report(
 def _column_count_reason(invalid: _InvalidRows, line: int, expected: str = f"{NUM_COLUMNS} tab-separated") -> str:
     got = invalid.columns.get(line)
     text = invalid.texts.get(line)
-    shown = f": {text[:60]!r}" if text is not None else ""
+    shown = f": {quoted(text)}" if text is not None else ""
     count = f", got {got}" if got is not None else ""
     return f"expected {expected} columns{count}{shown}"
 
@@ -567,11 +653,11 @@ def _label_reason(table: pa.Table, i: int) -> str:
     row = [table.column(k)[i].as_py() for k in range(table.num_columns)]
     if not any(row):
         return "empty line"  # pyarrow reads it as a row of empty cells
-    return f"label {row[0].decode('utf-8', 'replace')!r} is not 0 or 1"
+    return f"label {quoted(row[0])} is not 0 or 1"
 
 
 def _int_reason(arr: pa.Array, i: int) -> str:
     text = _cell_text(arr, i)
     if _INTEGER.fullmatch(text):
-        return f"{text!r} is outside the int64 range"
-    return f"{text!r} is not an integer"
+        return f"{quoted(text)} is outside the int64 range"
+    return f"{quoted(text)} is not an integer"

@@ -425,10 +425,14 @@ class MinMaxEncoder(ColumnEncoder):
 
 @NUMERIC_TRANSFORMS.register("none")
 class IdentityEncoder(ColumnEncoder):
-    """The value as it is (float32); missing -> 0 plus a flag."""
+    """The value as it is (float32); missing -> 0 plus a flag. Values beyond float32's range saturate at its
+    largest finite value (an infinity would make every loss NaN)."""
 
     transform_name = "none"
     encoding = "dense"
+
+    def __init__(self, name: str, source: str = "numeric", **_: Any) -> None:  # the options of other transforms
+        super().__init__(name, source)
 
     def partial_fit(self, values: np.ndarray, missing: np.ndarray) -> None:
         pass
@@ -439,7 +443,8 @@ class IdentityEncoder(ColumnEncoder):
 
     def transform(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
         self._check_fitted()
-        return np.where(missing, 0.0, values).astype(np.float32)
+        top = float(np.finfo(np.float32).max)
+        return np.clip(np.where(missing, 0.0, values), -top, top).astype(np.float32)
 
     @classmethod
     def from_field(cls, field: Field, codec: KeyCodec) -> IdentityEncoder:

@@ -132,6 +132,7 @@ def iterate_batches(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = False,
+    skip: int = 0,
 ) -> Iterator[Batch]:
     """Batches of ``batch_size`` rows of an in-memory split.
 
@@ -143,18 +144,19 @@ def iterate_batches(
         batch_size: rows per batch (the last one may be smaller unless ``drop_last``).
         shuffle: permute rows with a generator seeded from (seed, epoch).
         rank, world_size: DDP sharding (see :func:`shard_indices`).
+        skip: leave out the epoch's first ``skip`` batches (continuing an epoch after an interruption).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(t)
     if not shuffle and world_size == 1:
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
+        for start in range(skip * batch_size, stop, batch_size):
             yield t.rows(slice(start, min(start + batch_size, n)))
         return
     index = shard_indices(n, shuffle, seed, epoch, rank, world_size)
     stop = len(index) - len(index) % batch_size if drop_last else len(index)
-    for start in range(0, stop, batch_size):
+    for start in range(skip * batch_size, stop, batch_size):
         yield t.rows(index[start : start + batch_size])
 
 

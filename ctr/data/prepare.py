@@ -33,6 +33,7 @@ Output directory::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,12 +53,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctr.config import DataConfig
+from ctr.data.cache_claim import TEMP_PREFIX, Claim, remove_stale_temp_dirs, write_owner
 from ctr.data.criteo import CAT_COLUMNS, INT_COLUMNS, BadRowReport, KeyCodec, RawBatch, prefetch, read_criteo
 from ctr.data.encoders import EncodedBatch, FactorizedBatch, TableEncoder, factorize_batch
 from ctr.data.split import SPLITS, assign_splits, find_split_files
 from ctr.data.table import TableSpec, parse_table_spec, read_table
-from ctr.errors import DataError
-from ctr.types import Field, Schema
+from ctr.errors import CTRError, DataError, printable, quoted
+from ctr.types import Field, Schema, name_problem
 
 if TYPE_CHECKING:  # torch is imported only where tensors are made (encode_raw)
     from ctr.types import Batch
@@ -200,27 +202,82 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     if (final / SCHEMA_FILE).is_file():
         _log(progress, f"using prepared data {final}")
         return PreparedData.open(final)
-    tmp = root / f".tmp-{raw.name}-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = root / f"{TEMP_PREFIX}{raw.name}-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    claim = Claim(root / f".{raw.name}-{key}.lock", lambda pid: _log(progress, f"waiting for process {pid}"))
     try:
-        tmp.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
+        claim.acquire()
     except OSError as e:
         raise DataError(
             f"cannot write prepared data under {root} ({e.strerror}); set data.cache_dir to a writable directory"
         ) from None
+    try:  # one preparation of this cache at a time: a process that waited here reuses the holder's cache
+        if (final / SCHEMA_FILE).is_file():
+            _log(progress, f"using prepared data {final}")
+            return PreparedData.open(final)
+        for stale in remove_stale_temp_dirs(root):
+            _log(progress, f"removed {stale.name}, left by a preparation that was killed")
+        schema = _prepare_into(tmp, final, files, cfg, source, options, progress)
+    finally:
+        claim.release()
+    _log(progress, f"prepared {', '.join(f'{s} {n:,}' for s, n in schema.rows.items())} rows into {final}")
+    return PreparedData(final, schema)
+
+
+def _prepare_into(
+    tmp: Path,
+    final: Path,
+    files: dict[str, Path],
+    cfg: DataConfig,
+    source: dict[str, Any],
+    options: dict[str, Any],
+    progress: bool,
+) -> Schema:
+    """:func:`write_prepared` into the temporary directory ``tmp`` (owned by this process), made durable and then
+    renamed to ``final``; on any failure ``tmp`` is removed, so no half-written directory is ever reused.
+
+    Raises:
+        CTRError: writing failed (a full disk, a quota, a read-only file system), naming ``final``.
+    """
     try:
+        tmp.mkdir()
+        write_owner(tmp)
         schema = write_prepared(tmp, files, cfg, source, options, progress)
+        _sync_tree(tmp)
         try:
             os.replace(tmp, final)
-        except OSError:  # another process finished first: keep theirs
+        except OSError:  # another host's process (no shared lock) finished first: keep its cache
             if not (final / SCHEMA_FILE).is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-            return PreparedData.open(final)
+            return PreparedData.open(final).schema
+    except OSError as e:  # the readers turn every read failure into a DataError: this one is the cache's
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = os.strerror(e.errno) if e.errno else printable(str(e))
+        full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a full disk, or over quota
+        hint = "free some space" if full else "check that it is writable"
+        raise CTRError(f"{final}: cannot write the prepared data ({reason}); {hint} or set data.cache_dir") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _log(progress, f"prepared {', '.join(f'{s} {n:,}' for s, n in schema.rows.items())} rows into {final}")
-    return PreparedData(final, schema)
+    return schema
+
+
+def _sync_tree(directory: Path) -> None:
+    """fsync every file of ``directory`` and the directory itself, so that after the rename a crash cannot leave a
+    complete-looking cache whose files were never written to disk."""
+    for path in directory.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if os.name == "posix":  # directories cannot be opened for fsync elsewhere
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_prepared(
@@ -245,10 +302,13 @@ def write_prepared(
     # pass 1: fit on train rows; keep the parsed rows (and their split) in a temporary file
     single = "all" in files
     first = files["all"] if single else files["train"]
+    first_print = source["files"]["all" if single else "train"]
     if single and table is not None and table.time_column is not None:
-        options["time_thresholds"] = time_thresholds(first, table, cfg.split, read, progress)
+        with unchanged(first, first_print):
+            options["time_thresholds"] = time_thresholds(first, table, cfg.split, read, progress)
     inter = out / ".rows.tmp"
     with (
+        unchanged(first, first_print),
         open(inter, "wb") as sink,
         _bar(progress, f"fit {first.name}") as bar,
         closing(read_rows_of(first, table, **read)) as raw,
@@ -289,6 +349,7 @@ def write_prepared(
     for split in SPLITS:
         if split not in wanted:
             with (
+                unchanged(files[split], source["files"][split]),
                 _ParquetSplits(out, fields, (split,), group, weight) as writers,
                 _bar(progress, f"encode {split}") as bar,
                 closing(read_rows_of(files[split], table, **read)) as batches,
@@ -302,6 +363,39 @@ def write_prepared(
     schema = Schema(fields=fields, config=options, source=source, rows=rows, bad_rows=report.to_dict())
     schema.to_json(out / SCHEMA_FILE)
     return schema
+
+
+@contextmanager
+def unchanged(path: Path, before: dict[str, Any]) -> Iterator[None]:
+    """A block that reads the raw file ``path``, after which (and after a failure to read it) the file must still
+    have the fingerprint ``before``, taken when preparation started: rows of a file that grew, shrank or was
+    rewritten meanwhile would mix two versions of it under a cache key of neither.
+
+    Raises:
+        DataError: the file changed or was removed (this replaces a read error that the change explains).
+    """
+    try:
+        yield
+    except DataError:
+        check_unchanged(path, before)
+        raise
+    check_unchanged(path, before)
+
+
+def check_unchanged(path: Path, before: dict[str, Any]) -> None:
+    """Raise DataError unless ``path`` still has the fingerprint ``before`` (see :func:`fingerprint_file`)."""
+    try:
+        now = fingerprint_file(path)
+    except OSError:
+        raise DataError(f"{path}: the file was removed while it was being prepared") from None
+    changes = [f"size {before['size']:,} -> {now['size']:,} bytes"] if now["size"] != before["size"] else []
+    changes += ["modification time"] if now["mtime_ns"] != before["mtime_ns"] else []
+    changes += ["contents"] if now["head_tail_sha256"] != before["head_tail_sha256"] else []
+    if changes:
+        raise DataError(
+            f"{path}: the file changed while it was being prepared ({', '.join(changes)}); "
+            "prepare it again once nothing writes to it"
+        )
 
 
 # ----------------------------------------------------------------------------------------- intermediate file
@@ -575,15 +669,7 @@ def encode_raw(
 
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    encoder = TableEncoder.from_fields(schema.fields)
-    table = table_spec(schema.config)
-    if table is None:
-        columns = (INT_COLUMNS, CAT_COLUMNS, [])
-    else:
-        columns = (table.numeric_names, table.categorical_names, [c.name for c in table.multi])
-    fields = ([f.name for f in encoder.numeric], [f.name for f in encoder.categorical], [f.name for f in encoder.multi])
-    if [list(c) for c in columns] != [list(f) for f in fields]:
-        raise DataError(f"{path}: the schema's fields {fields} are not the columns its data format reads {columns}")
+    encoder, table = raw_encoder(schema, path)
     report = report if report is not None else BadRowReport()
     parts: list[EncodedBatch] = []
     read = dict(block_size=block_size, on_bad_rows=on_bad_rows, report=report, codec=encoder.codec)
@@ -601,13 +687,34 @@ def encode_raw(
     return tensors_from_encoded(parts, schema)
 
 
+def raw_encoder(schema: Schema, where: str | Path) -> tuple[TableEncoder, TableSpec | None]:
+    """The fitted encoder of a saved schema and the declared table its raw data is read as (None: Criteo's).
+
+    Raises:
+        DataError: the schema's fields are not the columns its data format reads (``where`` names the data).
+    """
+    encoder = TableEncoder.from_fields(schema.fields)
+    table = table_spec(schema.config)
+    if table is None:
+        columns = (INT_COLUMNS, CAT_COLUMNS, [])
+    else:
+        columns = (table.numeric_names, table.categorical_names, [c.name for c in table.multi])
+    fields = ([f.name for f in encoder.numeric], [f.name for f in encoder.categorical], [f.name for f in encoder.multi])
+    if [list(c) for c in columns] != [list(f) for f in fields]:
+        raise DataError(f"{where}: the schema's fields {fields} are not the columns its data format reads {columns}")
+    return encoder, table
+
+
 def encode_source_split(schema: Schema, split: str, on_bad_rows: str | None = None) -> Batch:
     """Rebuild one split of a schema's own raw source (same split rule) with the saved schema."""
     src = schema.source
     files = src.get("files", {})
     on_bad = on_bad_rows or schema.config.get("on_bad_rows", "error")
     if src.get("kind") == "directory":
-        return encode_raw(Path(src["path"]) / files[split]["name"], schema, on_bad_rows=on_bad)
+        name = files[split]["name"]
+        if name_problem(name) is not None:  # joined to a directory: a bare file name, never a path out of it
+            raise DataError(f"the schema's source file {quoted(str(name))} of {split}: {name_problem(name)}")
+        return encode_raw(Path(src["path"]) / name, schema, on_bad_rows=on_bad)
     cfg = schema.config
     return encode_raw(src["path"], schema, split, cfg["split_seed"], cfg["split"], on_bad_rows=on_bad)
 

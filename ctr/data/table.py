@@ -19,13 +19,14 @@ unparseable timestamp, a header without a declared column) raises :class:`DataEr
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -40,10 +41,14 @@ from ctr.data.criteo import (
     _line_numbers,
     _LineState,
     _report,
+    binary_buffers,
+    format_problem,
     prefetch,
     reader_args,
 )
-from ctr.errors import DataError
+from ctr.data.read_failures import READ_FAILURES, SPANNING_REASON, csv_read_error, read_error
+from ctr.errors import DataError, printable, quoted
+from ctr.types import name_problem
 
 FORMATS = ("criteo", "csv", "parquet")
 KINDS = ("numeric", "categorical", "multi_valued", "datetime", "ignore")
@@ -251,6 +256,8 @@ def _parse_column(name: str, value: Any, min_count: int, transform: str, buckets
     if opts is None or opts.get("kind") not in KINDS:
         raise DataError(f"{where}: expected a kind ({', '.join(KINDS)}) or a mapping with 'kind', got {value!r}")
     kind = opts.pop("kind")
+    if kind != "ignore" and name_problem(name) is not None:  # the column becomes a field of the same name
+        raise DataError(f"data.columns: column {quoted(str(name))}: {name_problem(name)}; declare it as ignore")
     valid = {
         "numeric": {"transform", "min_count", "buckets"},
         "categorical": {"min_count", "buckets"},
@@ -307,97 +314,218 @@ def read_table(
     report: BadRowReport | None = None,
     codec: KeyCodec | None = None,
     min_rows: int = MIN_BATCH_ROWS,
+    require_label: bool = True,
+    carry: tuple[str, ...] = (),
 ) -> Iterator[RawBatch]:
     """Stream the good rows of a declared CSV/TSV or Parquet file as RawBatches (see the module docstring).
 
     ``RawBatch.lines`` holds each row's 1-based line in a CSV file (the header is line 1) or its 1-based row
     in a Parquet file; they are exact across blocks and after skipped rows.
+
+    ``require_label=False`` reads rows to score: the label, group and weight columns may be absent (a CSV file
+    without a header then has one column fewer than ``data.column_names``: no label); absent labels read as 0.
+    ``carry`` names columns of the file kept as they are read in ``RawBatch.carry``.
     """
     path, report, codec = reader_args(path, on_bad_rows, report, codec)
+    read = (block_size, on_bad_rows, report, codec, min_rows, require_label, tuple(carry))
     if spec.format == "parquet":
-        return _read_parquet(path, spec, block_size, on_bad_rows, report, codec, min_rows)
-    return _read_csv(path, spec, block_size, on_bad_rows, report, codec, min_rows)
+        return _read_parquet(path, spec, *read)
+    return _read_csv(path, spec, *read)
 
 
-def _check_columns(path: Path, spec: TableSpec, present: list[str]) -> None:
-    """Every declared column is in the file; undeclared ones are an error unless ``extra_columns: ignore``."""
-    declared_names = [spec.label, *(c.name for c in spec.columns), spec.group, spec.weight]
+def _check_columns(
+    path: Path, spec: TableSpec, present: list[str], require_label: bool = True, carry: tuple[str, ...] = ()
+) -> None:
+    """Every declared column is in the file (the label, group and weight only with ``require_label``), and every
+    ``carry`` column; undeclared ones are an error unless ``extra_columns: ignore``."""
+    outcomes = [spec.label, spec.group, spec.weight] if require_label else []
+    declared_names = [*outcomes, *(c.name for c in spec.columns)]
+    twice = [c for c in [spec.label, spec.group, spec.weight, *(c.name for c in spec.columns)] if present.count(c) > 1]
+    if twice:  # which of the columns of that name is meant cannot be told
+        raise DataError(f"{path}: the header has {present.count(twice[0])} columns named {quoted(twice[0])}")
     missing = [c for c in declared_names if c and c not in present]
+    unknown = [c for c in carry if c not in present]
+    if unknown:
+        raise DataError(f"{path}: no column {unknown[0]!r} to carry; the file has: {_shown_names(present)}")
     if missing:
         raise DataError(
-            f"{path}: no column {missing[0]!r} (declared in data.columns/data.label); the file has: {', '.join(present)}"
+            f"{path}: no column {missing[0]!r} (declared in data.columns/data.label); the file has: {_shown_names(present)}"
         )
     declared = {spec.label, spec.group, spec.weight, *(c.name for c in spec.columns)}
     extra = [c for c in present if c not in declared]
     if extra and spec.extra_columns == "error":
         raise DataError(
-            f"{path}: columns not declared in data.columns: {', '.join(extra)} "
+            f"{path}: columns not declared in data.columns: {_shown_names(extra)} "
             "(declare them, e.g. as ignore, or set data.extra_columns: ignore)"
         )
 
 
 def _read_csv(
-    path: Path, spec: TableSpec, block_size: int, on_bad_rows: str, report: BadRowReport, codec: KeyCodec, min_rows: int
+    path: Path,
+    spec: TableSpec,
+    block_size: int,
+    on_bad_rows: str,
+    report: BadRowReport,
+    codec: KeyCodec,
+    min_rows: int,
+    require_label: bool = True,
+    carry: tuple[str, ...] = (),
 ) -> Iterator[RawBatch]:
     names = list(spec.column_names) if spec.column_names else None
-    read = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
     parse_probe = pacsv.ParseOptions(delimiter=spec.delimiter, invalid_row_handler=lambda row: "skip")
     try:
-        present = pacsv.open_csv(str(path), read_options=read, parse_options=parse_probe).schema.names
-    except pa.ArrowInvalid as e:
-        raise DataError(f"{path}: cannot read as delimited text ({str(e).splitlines()[0]})") from None
-    _check_columns(path, spec, present)
-    wanted = spec.read_columns
+        if names and not require_label and spec.label in names:  # rows to score: the first row's width decides
+            auto = pacsv.ReadOptions(autogenerate_column_names=True, block_size=block_size, use_threads=False)
+            width = len(pacsv.open_csv(str(path), read_options=auto, parse_options=parse_probe).schema.names)
+            if width == len(names) - 1:
+                names.remove(spec.label)
+    except READ_FAILURES as e:
+        raise read_error(path, e, 1, block_size) from None
+    read = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
+    present = names or _header_names(path, spec.delimiter, block_size)
+    _check_columns(path, spec, present, require_label, carry)
     invalid = _InvalidRows()
     parse = pacsv.ParseOptions(delimiter=spec.delimiter, invalid_row_handler=invalid, ignore_empty_lines=False)
-    convert = pacsv.ConvertOptions(
-        column_types={c: pa.binary() for c in wanted}, include_columns=wanted, strings_can_be_null=False
-    )
-    reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    # every column, the ones not used included: a line break in any of them means a quoted value ran over lines
+    schema = pa.schema([(c, pa.binary()) for c in present])
+    convert = pacsv.ConvertOptions(column_types=dict(zip(schema.names, schema.types)), strings_can_be_null=False)
     state = _LineState(next_line=2 if spec.header else 1)
     pending: list[pa.RecordBatch] = []
     rows = 0
 
     def flush(final: bool) -> RawBatch:
-        table = pa.Table.from_batches(pending, schema=reader.schema).combine_chunks()
+        table = pa.Table.from_batches(pending, schema=schema).combine_chunks()
         lines = _line_numbers(table.num_rows, invalid.lines, state)
         last = int(lines[-1]) if len(lines) else state.next_line - 1
         state.next_line = last + 1
         new_invalid = [ln for ln in invalid.lines[state.invalid_done :] if final or ln <= last]
         state.invalid_done += len(new_invalid)
+        if final and new_invalid:
+            state.next_line = max(state.next_line, new_invalid[-1] + 1)
+        spanning = _first_spanning_row(table, lines, [ln for ln in new_invalid if ln in invalid.spanning])
+        if spanning is not None:  # pyarrow counts rows, not lines: numbers after such a row are wrong, so stop there
+            keep = lines < spanning[0]
+            table, lines, new_invalid = table.filter(keep), lines[keep], [ln for ln in new_invalid if ln < spanning[0]]
         problems = [(ln, None, _column_count_reason(invalid, ln, str(len(present)))) for ln in new_invalid]
-        return _convert(path, table, lines, spec, codec, problems, on_bad_rows, report, "line")
+        out = _convert(path, table, lines, spec, codec, problems, on_bad_rows, report, "line", carry)
+        if spanning is not None:  # not skippable: after an unterminated quote no line can be trusted
+            raise DataError(format_problem(str(path), *spanning, SPANNING_REASON))
+        return out
 
-    try:
-        for batch in prefetch(iter(reader), depth=PARSE_AHEAD):  # parse (GIL released) overlaps conversion
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows >= min_rows:
-                out = flush(final=False)
-                pending, rows = [], 0
-                if len(out):
-                    yield out
-    except pa.ArrowInvalid as e:
-        raise DataError(f"{path}: {str(e).splitlines()[0]}") from None
+    try:  # opening parses the first block: the lines before a failure there come first too
+        reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    except READ_FAILURES as e:
+        if "Empty CSV file" in str(e):  # a header without a line end, and no rows
+            return
+        flush(final=False)  # the lines before the failure come first: a bad one is the file's first problem
+        raise csv_read_error(path, e, state.next_line, block_size, spec.delimiter, present, on_bad_rows) from None
+    if reader.schema.names != present:
+        raise DataError(f"{path} line 1: cannot read the header line (a quoted name holding a line break?)")
+    batches = prefetch(iter(reader), depth=PARSE_AHEAD)  # parse (GIL released) overlaps conversion
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except READ_FAILURES as e:
+            flush(final=False)  # the lines before the failure come first: a bad one is the file's first problem
+            raise csv_read_error(path, e, state.next_line, block_size, spec.delimiter, present, on_bad_rows) from None
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= min_rows:
+            out = flush(final=False)
+            pending, rows = [], 0
+            if len(out):
+                yield out
     out = flush(final=True)
     if len(out):
         yield out
 
 
+def _shown_names(names: list[str]) -> str:
+    """Column names of a file as a message lists them: escaped (:func:`ctr.errors.printable`), at most 20."""
+    shown = ", ".join(printable(n, 40) for n in names[:20])
+    return shown + (f", ... ({len(names)} columns)" if len(names) > 20 else "")
+
+
+def _header_names(path: Path, delimiter: str, block_size: int) -> list[str]:
+    """The column names of a CSV file's header line, parsed by pyarrow on their own: no data row is read yet, so a
+    bad row is reported by the row reader, in line order, after the header has been checked."""
+    try:
+        with pa.input_stream(str(path), compression="detect") as f:
+            head = f.read(block_size)
+        end = _LINE_END.search(head)
+        if end is None and len(head) == block_size:
+            reason = f"the line is longer than data.block_size ({block_size} bytes); raise data.block_size"
+            raise DataError(f"{path} line 1: {reason}")
+        line = head if end is None else head[: end.start()]
+        parse = pacsv.ParseOptions(delimiter=delimiter)
+        return pacsv.read_csv(io.BytesIO(line + b"\n"), parse_options=parse).column_names
+    except UnicodeDecodeError:
+        raise DataError(f"{path} line 1: the header line is not UTF-8 text") from None
+    except READ_FAILURES as e:
+        raise read_error(path, e, 1, block_size) from None
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+UNIX_RANGE = (-62135596800, 253402300799)  # unix seconds of the years 1 to 9999, the times a datetime can hold
+
+
+def _first_spanning_row(table: pa.Table, lines: np.ndarray, spanning_invalid: list[int]) -> tuple[int, str] | None:
+    """The line and column of the first row that runs over several lines, or None: a row of ``table`` (binary
+    columns, one chunk each, no nulls; ``lines`` its (N,) line numbers) with a cell holding a line break, or a
+    row of a wrong width in ``spanning_invalid`` (column ``""``: none). Only a quoted value holds a line break,
+    and pyarrow reads an unterminated quote as a value running on to the end of the file, rows and all."""
+    found = [(ln, "") for ln in spanning_invalid[:1]]
+    for name, column in zip(table.column_names, table.columns):
+        if not column.num_chunks or not len(column):
+            continue
+        offsets, data = binary_buffers(column.chunks[0])
+        cut = data[offsets[0] : offsets[-1]]
+        hits = np.flatnonzero((cut == 10) | (cut == 13))  # \n, \r
+        if hits.size:
+            row = int(np.searchsorted(offsets, offsets[0] + hits[0], side="right")) - 1
+            found.append((int(lines[row]), name))
+    return min(found, key=lambda f: f[0]) if found else None
+
+
 def _read_parquet(
-    path: Path, spec: TableSpec, block_size: int, on_bad_rows: str, report: BadRowReport, codec: KeyCodec, min_rows: int
+    path: Path,
+    spec: TableSpec,
+    block_size: int,
+    on_bad_rows: str,
+    report: BadRowReport,
+    codec: KeyCodec,
+    min_rows: int,
+    require_label: bool = True,
+    carry: tuple[str, ...] = (),
 ) -> Iterator[RawBatch]:
     try:
         file = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
-    _check_columns(path, spec, file.schema_arrow.names)
+    except READ_FAILURES as e:
+        raise DataError(f"{path}: cannot read as Parquet ({printable(str(e).splitlines()[0])})") from None
+    present = file.schema_arrow.names
+    _check_columns(path, spec, present, require_label, carry)
+    wanted = [c for c in spec.read_columns if c in present]
+    wanted += [c for c in carry if c not in wanted]
+    types = dict(zip(present, file.schema_arrow.types))
+    nested = [c for c in wanted if not _readable(types[c])]
+    if nested:
+        raise DataError(f"{path}: column {quoted(nested[0])} holds {types[nested[0]]}, not numbers, text or times")
     start = 1
-    for batch in file.iter_batches(batch_size=min_rows, columns=spec.read_columns, use_threads=False):
+    batches = file.iter_batches(batch_size=min_rows, columns=wanted, use_threads=False)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except READ_FAILURES as e:  # a corrupt page or row group
+            message = printable(str(e).splitlines()[0])
+            raise DataError(f"{path}: cannot read as Parquet from row {start} on ({message})") from None
         table = pa.Table.from_batches([batch]).combine_chunks()
         lines = start + np.arange(table.num_rows, dtype=np.int64)
         start += table.num_rows
-        out = _convert(path, table, lines, spec, codec, [], on_bad_rows, report, "row")
+        out = _convert(path, table, lines, spec, codec, [], on_bad_rows, report, "row", carry)
         if len(out):
             yield out
 
@@ -415,10 +543,14 @@ def _convert(
     on_bad_rows: str,
     report: BadRowReport,
     unit: str,
+    carry: tuple[str, ...] = (),
 ) -> RawBatch:
-    """Label, numbers and keys of a block of rows; every bad cell is a problem of its line and column."""
+    """Label, numbers and keys of a block of rows; every bad cell is a problem of its line and column. Rows to
+    score may lack the label (read as the first negative value), group and weight columns."""
     n = table.num_rows
     bad = np.zeros(n, dtype=bool)
+    if spec.label not in table.column_names:
+        table = table.append_column(spec.label, pa.repeat(pa.scalar(spec.negative[0].encode(), pa.binary()), n))
 
     def flag(rows: np.ndarray, column: str, reason: Any) -> None:
         for i in np.flatnonzero(rows & ~bad):
@@ -432,14 +564,14 @@ def _convert(
     flag(
         ~(pos | neg),
         spec.label,
-        lambda i: f"label {_cell(label, i)!r} is not one of {list(spec.positive) + list(spec.negative)}",
+        lambda i: f"label {_cell(label, i)} is not one of {list(spec.positive) + list(spec.negative)}",
     )
     ints = np.zeros((len(spec.numeric), n), dtype=np.float64)
     missing = np.zeros((len(spec.numeric), n), dtype=bool)
     for j, col in enumerate(spec.numeric):
         arr = table.column(col.name)
         ints[j], missing[j], not_number = _numbers(arr)
-        flag(not_number, col.name, lambda i, arr=arr: f"{_cell(arr, i)!r} is not a number")
+        flag(not_number, col.name, lambda i, arr=arr: _not_a_number(arr, i))
     time = None
     if spec.time_column is not None:
         time_spec = next(c for c in spec.columns if c.name == spec.time_column)
@@ -458,7 +590,7 @@ def _convert(
             j += 1
             continue
         parts, unparsed = _datetime_parts(arr, col)
-        flag(unparsed, col.name, lambda i, arr=arr, col=col: f"{_cell(arr, i)!r} does not match format {col.format!r}")
+        flag(unparsed, col.name, lambda i, arr=arr, col=col: f"{_cell(arr, i)} does not match format {col.format!r}")
         for part in parts:
             cats[j] = codec.encode(part.cast(pa.binary()))
             j += 1
@@ -468,14 +600,15 @@ def _convert(
         keys, too_long = _multi_keys(_as_bytes(arr), col, codec)
         flag(too_long, col.name, lambda i, col=col: f"more than max_len={col.max_len} values")
         multi.append(keys)
-    group = None if spec.group is None else codec.encode(_as_bytes(table.column(spec.group)))
+    group = None if spec.group not in table.column_names else codec.encode(_as_bytes(table.column(spec.group)))
     weight = None
-    if spec.weight is not None:
+    if spec.weight in table.column_names:
         weight, no_weight, not_number = _numbers(table.column(spec.weight))
-        flag(not_number, spec.weight, lambda i: f"weight {_cell(table.column(spec.weight), i)!r} is not a number")
+        flag(not_number, spec.weight, lambda i: f"weight {_not_a_number(table.column(spec.weight), i)}")
         flag(no_weight | (weight < 0), spec.weight, lambda i: "a weight must be a number >= 0")
     _report(path, problems, on_bad_rows, report, unit)
-    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time, multi, weight)
+    kept = table.select(list(carry)) if carry else None
+    batch = RawBatch(lines, pos.astype(np.int8), ints, missing, cats, group, time, multi, weight, kept)
     return batch.take(~bad) if bad.any() else batch
 
 
@@ -510,43 +643,81 @@ def _as_bytes(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    if not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
+    if _is_bytes(arr.type):  # binary of any width, bytes kept as they are (UTF-8 or not)
+        arr = arr.cast(pa.binary())
+    elif not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
         arr = pc.cast(arr, pa.string())
     if arr.null_count:
         arr = pc.fill_null(arr, pa.scalar(b"" if pa.types.is_binary(arr.type) else "", arr.type))
     return arr.cast(pa.binary())
 
 
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_large_string(t)
+
+
+def _readable(t: pa.DataType) -> bool:
+    """Whether a Parquet column of type ``t`` holds scalars that a declared column can read (through their text
+    when not numbers or strings); lists, structs and maps do not."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    scalar = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal, pa.types.is_null)
+    textual = (pa.types.is_string, pa.types.is_binary, pa.types.is_temporal, _is_bytes)
+    return any(test(t) for test in (*scalar, *textual))
+
+
 def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """A column as non-null strings (bytes that are not UTF-8 are kept as surrogate escapes)."""
+    """A column as non-null strings; a cell whose bytes are not UTF-8 gets U+FFFD for them (so it parses as no
+    number or time: such a cell is reported, never read as something else)."""
     raw = _as_bytes(arr)
     try:
         return raw.cast(pa.string())
     except pa.ArrowInvalid:
-        return pa.array([v.decode("utf-8", "surrogateescape") for v in raw.to_pylist()], pa.string())
+        return pa.array([v.decode("utf-8", "replace") for v in raw.to_pylist()], pa.string())
 
 
-def _cell(arr: pa.ChunkedArray | pa.Array, i: int) -> Any:
-    return _as_bytes(arr)[i].as_py().decode("utf-8", "replace")
+def _cell(arr: pa.ChunkedArray | pa.Array, i: int) -> str:
+    """Cell ``i`` as a message shows it (:func:`ctr.errors.quoted`)."""
+    return quoted(_as_bytes(arr)[i].as_py())
+
+
+# what a numeric cell of text may hold: a decimal number, optionally signed, with optional fraction and exponent,
+# spaces or tabs around it allowed (pyarrow's own cast takes no spaces, pandas' takes more than these)
+NUMBER = r"^[ \t]*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t]*$"
+
+
+def _not_a_number(arr: pa.ChunkedArray | pa.Array, i: int) -> str:
+    """Why cell ``i``, flagged by :func:`_numbers`, is bad."""
+    cell = arr[i]
+    try:
+        float(cell.as_py() if isinstance(cell.as_py(), (str, bytes)) else str(cell.as_py()))
+    except ValueError:
+        return f"{_cell(arr, i)} is not a number"
+    return f"{_cell(arr, i)} is not a finite number"
 
 
 def _numbers(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values float64 with 0 where missing, missing, not a number) of one column."""
+    """(values float64 with 0 where missing or bad, missing, bad) of one column. A bad cell is text that is not a
+    :data:`NUMBER`, or a value that is not finite (``nan``, ``inf``, beyond float64's range): its statistics
+    would make a whole column's encoding NaN."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
         missing = arr.is_null().to_numpy(zero_copy_only=False)
-        values = pc.fill_null(pc.cast(arr, pa.float64()), 0.0).to_numpy(zero_copy_only=False)
-        return values, missing, np.zeros(len(values), dtype=bool)
-    text = _as_text(arr)
-    missing = pc.equal(text, "").to_numpy(zero_copy_only=False)
-    try:
-        values = pc.cast(pc.if_else(missing, "0", text), pa.float64()).to_numpy(zero_copy_only=False)
-        return values, missing, np.zeros(len(values), dtype=bool)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        parsed = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(np.float64)
-        bad = np.isnan(parsed) & ~missing
-        return np.where(missing | bad, 0.0, parsed), missing, bad
+        wide = pc.cast(arr, pa.float64(), safe=False)  # integers beyond 2**53 round, as any float feature does
+        values = pc.fill_null(wide, 0.0).to_numpy(zero_copy_only=False)
+    else:
+        raw = _as_bytes(arr)
+        missing = pc.equal(pc.binary_length(raw), 0).to_numpy(zero_copy_only=False)
+        try:  # the common case: every cell a plain number, which pyarrow's cast takes as it is
+            values = pc.cast(pc.if_else(missing, b"0", raw), pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            number = pc.match_substring_regex(raw, NUMBER).to_numpy(zero_copy_only=False)
+            plain = pc.ascii_trim(pc.if_else(number, raw, b"0").cast(pa.string()), " \t")  # ASCII: a valid string
+            values = pc.cast(plain, pa.float64()).to_numpy(zero_copy_only=False)
+            values = np.where(number, values, np.nan)  # bad: flagged as not finite below
+    bad = ~np.isfinite(values) & ~missing
+    return np.where(missing | bad, 0.0, values), missing, bad
 
 
 def _seconds(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -568,7 +739,8 @@ def _timestamps(arr: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[pa.Ar
         missing = pc.equal(text, "").to_numpy(zero_copy_only=False)
         if col.format == "unix":
             seconds, _, not_number = _numbers(text)
-            ts = pa.array(seconds.astype("int64"), pa.int64()).cast(pa.timestamp("s"))
+            not_number |= (seconds < UNIX_RANGE[0]) | (seconds > UNIX_RANGE[1])
+            ts = pa.array(np.where(not_number, 0, seconds).astype("int64"), pa.int64()).cast(pa.timestamp("s"))
             ts = pc.if_else(pa.array(missing | not_number), pa.scalar(None, pa.timestamp("s")), ts)
         else:
             coded = pc.dictionary_encode(text)  # click logs repeat timestamps: parse each distinct text once

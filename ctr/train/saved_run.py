@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,9 +21,62 @@ from ctr.train.evaluation import predict_logits, score
 from ctr.train.run_dir import RunDir
 from ctr.types import Batch, Schema
 
+if TYPE_CHECKING:
+    from ctr.predict import Scorer
 
-def load_run(run_dir: str | Path) -> tuple[RunConfig, Schema, torch.nn.Module]:
-    """Rebuild a trained model (on the CPU) from a run directory alone (config.yaml, schema.json, model.pt).
+
+@dataclass
+class SavedRun:
+    """A trained run rebuilt from its directory (see :func:`load_run`).
+
+    Attributes:
+        path: the run directory.
+        config: the run's resolved config (``config.yaml``).
+        schema: its data schema (``schema.json``): fields, vocabularies, fitted statistics, the data format.
+        model: the trained model (``model.pt``, the best weights), in eval mode, on ``device``.
+        device: where the model runs.
+    """
+
+    path: Path
+    config: RunConfig
+    schema: Schema
+    model: torch.nn.Module
+    device: torch.device
+
+    def predict(self, frame: Any, batch_size: int | None = None) -> np.ndarray:
+        """Click probabilities of raw rows held in memory.
+
+        Args:
+            frame: a pandas DataFrame or pyarrow Table with the raw columns, named as in the run's data (Criteo:
+                ``I1 .. I13``, ``C1 .. C26``; a declared table: its declared columns); the label is optional and
+                other columns are ignored. Values as the raw data holds them; missing = null, NaN or empty.
+            batch_size: rows per forward pass (default: ``train.eval_batch_size``).
+
+        Returns:
+            (N,) float64 probabilities in row order; NaN for a row skipped as bad (``data.on_bad_rows: skip``).
+
+        Raises:
+            DataError: a missing column, or a bad row (``data.on_bad_rows: error``), naming its 0-based row and
+                column.
+        """
+        from ctr.predict import predict_frame
+
+        return predict_frame(self, frame, batch_size)
+
+    @cached_property
+    def scorer(self) -> Scorer:
+        """The run's raw-row scorer (:class:`ctr.predict.Scorer`), built on first use."""
+        from ctr.predict import Scorer
+
+        return Scorer(self)
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> SavedRun:
+    """Rebuild a trained run from its directory alone (config.yaml, schema.json, model.pt).
+
+    Args:
+        run_dir: the run directory written by ``train.py``.
+        device: where the model runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``); default: the run's ``train.device``.
 
     Raises:
         CTRError: a file is missing, or the weights do not fit the model the config describes.
@@ -34,7 +90,9 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Schema, torch.nn.Module]:
     except RuntimeError as e:
         first_line = str(e).splitlines()[0]
         raise CTRError(f"{run.model}: weights do not match the model in config.yaml ({first_line})") from None
-    return cfg, schema, model
+    target = resolve_device(device or cfg.train.device)
+    model.eval()
+    return SavedRun(Path(run_dir), cfg, schema, model.to(target), target)
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path | None = None) -> tuple[dict[str, float], np.ndarray]:
@@ -43,14 +101,13 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None) -> tuple[d
     Returns:
         ``{"auc", "logloss"}`` and the (N,) predicted probabilities, in row order.
     """
-    cfg, schema, model = load_run(run_dir)
+    run = load_run(run_dir)
+    cfg = run.config
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
-    model.to(device)
-    tensors = load_eval_data(cfg, schema, data)
+    tensors = load_eval_data(cfg, run.schema, data)
     batches = iterate_batches(tensors, cfg.train.eval_batch_size, shuffle=False, seed=0, epoch=0)
-    logits, labels, groups = predict_logits(model, batches, device, cfg.train.precision)
+    logits, labels, groups = predict_logits(run.model, batches, run.device, cfg.train.precision)
     return score(logits, labels, groups), 1.0 / (1.0 + np.exp(-logits))
 
 
