@@ -139,7 +139,7 @@ class FieldEmbedding(nn.Module):
 
     def _stage_norm(self, spec: NormSpec, id_cols: list[int], init_std: float, with_dense: bool = False) -> nn.Module:
         """The stage's norm module: an :class:`EmbeddingNorm`, or for ``wn`` a :class:`RowWeightNorm` of its rows."""
-        num_fields = len(id_cols) + (self.dense_weight.shape[0] if with_dense and self.dense_weight is not None else 0)
+        num_fields = self.num_numeric if with_dense else self.num_categorical  # multi-valued fields included
         if not spec.reparametrizes:
             return EmbeddingNorm(spec, num_fields, self.dim, init_std)
         sizes = [self.vocab[i] for i in id_cols]
