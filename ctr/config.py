@@ -116,6 +116,10 @@ class TrainConfig:
     threads: int
     progress: bool
     log_every: int
+    checkpoint_every: int
+    on_nonfinite: str
+    skip_limit: int
+    tensorboard: bool
 
 
 @dataclass
@@ -246,11 +250,12 @@ def _check_choices(cfg: RunConfig) -> None:
             "data.extra_columns": (data.extra_columns, ("error", "ignore")),
             "train.decay": (cfg.train.decay, ("none", "linear", "cosine")),
             "train.precision": (cfg.train.precision, ("fp32", "bf16", "fp16")),
+            "train.on_nonfinite": (cfg.train.on_nonfinite, ("stop", "skip_batch")),
         }
     )
     if len(data.split) != 3 or any(s <= 0 for s in data.split):
         raise ConfigError(f"config key 'data.split' must be three positive fractions, got {data.split}")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size", "eval_batch_size", "skip_limit"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be >= 1")
     if cfg.train.lr <= 0:

@@ -110,3 +110,24 @@ def test_no_oracle_line_for_data_without_one(tmp_path: Path) -> None:
     (line,) = oracle_lines(_plan(data))
     assert re.search(r"oracle test AUC of `.*raw.txt`: 0\.\d{4} ", line)
     assert float(line.split(": ")[1].split(" ")[0]) == pytest.approx(oracle_auc(data, 2018, [0.8, 0.1, 0.1]), abs=5e-5)
+
+
+def test_loss_at_budgets_counts_only_runs_that_reached_each_budget(tmp_path: Path) -> None:
+    import json
+
+    from ctr.ablation.report import loss_at_budgets
+
+    def run(name: str, steps: range) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        lines = [json.dumps({"epoch": 1, "step": s, "train_loss": 1.0 / s, "lr": 0.1}) for s in steps]
+        (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        return d
+
+    cells = pd.DataFrame({"cell": ["post", "pre"], "cell_id": ["a", "b"]})
+    dirs = {"a": [run("a1", range(10, 91, 10)), run("a2", range(10, 41, 10))], "b": [run("b1", range(10, 91, 10))]}
+    text = loss_at_budgets(cells, dirs)
+    assert "| cell | loss at step 30 | loss at step 60 | loss at step 90 |" in text
+    # a1 and a2 both reach step 30 (1/30 each); only a1 reaches 60 and 90 (a2 stopped at 40, e.g. diverged)
+    assert "| post | 0.0333 (2/2) | 0.0167 (1/2) | 0.0111 (1/2) |" in text
+    assert "| pre | 0.0333 (1/1) | 0.0167 (1/1) | 0.0111 (1/1) |" in text

@@ -263,7 +263,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path
     run.save_model({"w": torch.ones(3)})
     run.write_results({"auc": 0.7})
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(RuntimeError, match="cannot be pickled"):
+    with pytest.raises(CTRError, match=r"model.pt: could not be written \(cannot be pickled\)"):
         run.save_model({"w": torch.zeros(3), "other": Unsaveable()})
     with pytest.raises(TypeError):
         run.write_results({"auc": object()})
@@ -401,3 +401,19 @@ def test_fit_leaves_the_model_and_model_pt_holding_the_best_epoch(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], "valid_auc" in r) for r in log] == [(e, v) for e in (1, 2, 3, 4) for v in (False, True)]
     assert dataclasses.asdict(result)["history"] == [r for r in log if "valid_auc" in r]
+
+
+def test_a_run_directory_from_before_a_key_existed_reads_back_with_its_default(tmp_path):
+    import yaml
+
+    run = RunDir(tmp_path)
+    run.write_config(run_config("train.lr=0.01"))
+    saved = yaml.safe_load(run.config.read_text())
+    del saved["train"]["on_nonfinite"]
+    run.config.write_text(yaml.safe_dump(saved))
+    cfg = run.read_config()
+    assert cfg.train.on_nonfinite == "stop" and cfg.train.lr == 0.01
+    saved["train"]["no_such_key"] = 1
+    run.config.write_text(yaml.safe_dump(saved))
+    with pytest.raises(CTRError, match=f"{run.config}: .*no_such_key"):
+        run.read_config()

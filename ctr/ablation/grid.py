@@ -43,7 +43,14 @@ from ctr.nn.norm import parse_norm
 ABLATION_KEYS = ("base", "grid", "stage_norms", "cells", "seeds", "baseline", "alpha", "tune")
 RUN_SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # keys that do not change what a run computes; left out of the run hash so that changing them reuses runs
-NOISE_KEYS = (("train", "seed"), ("train", "progress"), ("train", "threads"), ("data", "cache_dir"))
+NOISE_KEYS = (
+    ("train", "seed"),
+    ("train", "progress"),
+    ("train", "threads"),
+    ("train", "checkpoint_every"),
+    ("train", "tensorboard"),
+    ("data", "cache_dir"),
+)
 
 
 @dataclass

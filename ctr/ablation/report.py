@@ -58,9 +58,38 @@ def write_report(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFram
             images.append((f"Diagnostics: {name}", f"diagnostics{suffix}.png"))
         if plot_grad_norms(cells, diags, out / f"grad_norms{suffix}.png", name):
             images.append((f"Per-layer gradient norms: {name}", f"grad_norms{suffix}.png"))
+    budgets = loss_at_budgets(summary, _run_dirs(out, runs, summary))
     path = out / "report.md"
-    io.atomic_write(path, lambda tmp: Path(tmp).write_text(_markdown(out, plan, runs, summary, images)))
+    io.atomic_write(path, lambda tmp: Path(tmp).write_text(_markdown(out, plan, runs, summary, images) + budgets))
     return path
+
+
+def loss_at_budgets(cells: pd.DataFrame, run_dirs: dict[str, list[Path]]) -> str:
+    """A markdown section: each cell's training loss at a third, two thirds and all of the longest run's steps.
+
+    The loss of a run at budget ``b`` is its last logged training loss at a step <= ``b`` (the mean over the epoch
+    so far, as logged every ``train.log_every`` steps); a run that stopped before ``b`` (diverged, or stopped
+    early) does not count there, and the cell shows how many of its runs reached ``b``.
+    """
+    curves = {cid: [_read_metrics(d)[0] for d in dirs] for cid, dirs in run_dirs.items()}
+    last = max((max(c) for cs in curves.values() for c in cs if c), default=0)
+    if last < 3:
+        return ""
+    budgets = sorted({round(last / 3), round(2 * last / 3), int(last)})
+    rows = []
+    for r in cells.itertuples():
+        row = [r.cell]
+        for b in budgets:
+            reached = [c[max(s for s in c if s <= b)] for c in curves.get(r.cell_id, []) if c and min(c) <= b <= max(c)]
+            total = len(curves.get(r.cell_id, []))
+            row.append(f"{np.mean(reached):.4f} ({len(reached)}/{total})" if reached else f"— (0/{total})")
+        rows.append(row)
+    header = ["cell"] + [f"loss at step {b}" for b in budgets]
+    intro = (
+        "Training loss (mean over the epoch so far, last record at or before the step), mean over the runs that "
+        "reached the step (reached / runs); a run that diverged or stopped early does not count after it stopped."
+    )
+    return "\n".join(["## Training loss at step budgets", "", intro, "", _md_table(header, rows), ""])
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
@@ -479,6 +508,10 @@ def _markdown(out: Path, plan: Plan, runs: pd.DataFrame, summary: pd.DataFrame, 
     if len(failed):
         lines += ["## Failed runs", ""]
         lines += [f"- `{r.run}` ({r.cell}): {r.error}" for r in failed.itertuples()] + [""]
+    diverged = runs[runs["status"] == "diverged"]
+    if len(diverged):
+        lines += ["## Diverged runs", "", "Stopped by the divergence guard; counted per cell, not averaged in.", ""]
+        lines += [f"- `{r.run}` ({r.cell}): step {int(r.diverged_step)}" for r in diverged.itertuples()] + [""]
 
     tests = int((~summary["is_baseline"] & summary["p_test_auc"].notna()).sum())
     lines += [

@@ -8,8 +8,10 @@ Layout of the output directory::
                                     interval, paired t-test p raw and Holm-adjusted across the study
     report.md, *.png                tables and plots
 
-A run whose ``results.json`` exists is reused, so re-running finishes at once and an interrupted grid resumes;
-a run that raised has an ``error.json`` and is retried next time; it does not stop the grid.
+A run whose ``results.json`` exists is reused, so re-running finishes at once and an interrupted grid resumes
+(a run killed mid-way continues from its last checkpoint); a run that diverged has a ``diverged.json`` and is
+reported as diverged (with its step), not retried and not averaged in; a run that raised has an ``error.json``
+and is retried next time; neither stops the grid.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from ctr.ablation.grid import Plan, Run, config_value, format_value, plan_ablati
 from ctr.ablation.stats import select_tuned, summarize
 from ctr.config import RunConfig
 from ctr.train import io
+from ctr.train.checkpoint import CHECKPOINT
+from ctr.train.guard import Diverged
 
 RUNS = "runs"
 ERROR = "error.json"
@@ -85,7 +89,7 @@ def run_ablation(
     out = Path(out) if out is not None else Path("runs") / "ablations" / Path(config).stem
     for label, reason in plan.invalid:
         log(f"dropped invalid cell '{label}': {reason}")
-    pending = [r for r in plan.runs if not (out / RUNS / r.name / io.RESULTS).is_file()]
+    pending = [r for r in plan.runs if not finished(out / RUNS / r.name)]
     log(
         f"{len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {len(plan.runs)} runs: "
         f"{len(plan.runs) - len(pending)} done, {len(pending)} to run; output {out}"
@@ -141,7 +145,9 @@ def execute(pending: list[Run], out: Path, workers: int) -> None:
         nonlocal done
         done += 1
         head = f"[{done}/{len(jobs)} {time.perf_counter() - t0:.0f}s] {run.name} ({run.cell.label})"
-        if status["status"] == "ok":
+        if status["status"] == "diverged":
+            log(f"{head}: DIVERGED: {status['error']}")
+        elif status["status"] == "ok":
             r = status["results"]
             log(
                 f"{head}: test AUC {r['test']['auc']:.5f}  logloss {r['test']['logloss']:.5f}  {r['train']['seconds']:.1f}s"
@@ -198,12 +204,20 @@ def execute_run(cfg: RunConfig, run_dir: Path, prepared: Any) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ERROR).unlink(missing_ok=True)
+    resume = (run_dir / CHECKPOINT).is_file()  # a run killed mid-way continues from its last checkpoint
     try:
-        return {"status": "ok", "results": train_run(cfg, run_dir, prepared=prepared)}
+        return {"status": "ok", "results": train_run(cfg, run_dir, prepared=prepared, resume=resume)}
+    except Diverged as e:  # recorded in diverged.json by the run: a result, not retried
+        return {"status": "diverged", "error": str(e)}
     except Exception as e:  # noqa: BLE001 - any failure is recorded and the grid goes on
         message = f"{type(e).__name__}: {e}".splitlines()[0]
         _write_error(run_dir, message, traceback.format_exc())
         return {"status": "failed", "error": message}
+
+
+def finished(run_dir: Path) -> bool:
+    """A run is final once it wrote its results or diverged (a diverged run would diverge again: not retried)."""
+    return (run_dir / io.RESULTS).is_file() or (run_dir / io.DIVERGED).is_file()
 
 
 def _write_error(run_dir: Path, message: str, trace: str) -> None:
@@ -250,7 +264,7 @@ def collect_runs(plan: Plan, out: Path) -> pd.DataFrame:
         row.update({k: _display(config_value(run.config, k)) for k in plan.keys})
         row["seed"] = run.seed
         row.update({c: float("nan") for c in RUN_COLUMNS})
-        row["status"], row["error"] = "missing", ""
+        row["status"], row["error"], row["diverged_step"] = "missing", "", float("nan")
         if (d / io.RESULTS).is_file():
             r = json.loads((d / io.RESULTS).read_text())
             row.update(
@@ -265,6 +279,9 @@ def collect_runs(plan: Plan, out: Path) -> pd.DataFrame:
                 seconds=r["train"]["seconds"],
                 samples_per_sec=r["train"]["samples_per_sec"],
             )
+        elif (d / io.DIVERGED).is_file():
+            diverged = json.loads((d / io.DIVERGED).read_text())
+            row.update(status="diverged", error=diverged["error"], diverged_step=diverged["step"])
         elif (d / ERROR).is_file():
             row.update(status="failed", error=json.loads((d / ERROR).read_text())["error"])
         rows.append(row)

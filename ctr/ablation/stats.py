@@ -149,7 +149,7 @@ def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> p
         alpha: family-wise significance level (Holm over the paired t-tests of the study).
 
     Returns:
-        ``cells`` plus ``n``, ``failed``, ``<metric>_mean`` / ``_std`` / ``_ci95`` (half-width of the 95% Student-t
+        ``cells`` plus ``n``, ``failed``, ``diverged`` (runs stopped by the divergence guard), ``<metric>_mean`` / ``_std`` / ``_ci95`` (half-width of the 95% Student-t
         interval of the mean), ``delta_<m>`` (mean of the paired differences cell - baseline over seeds both
         finished), ``delta_<m>_std``, ``delta_<m>_ci95``, ``baseline_<m>_mean`` (the baseline's mean over those
         seeds: ``delta_<m>`` is the cell's mean minus it there), ``pairs``, ``t_<m>``, ``p_<m>`` (raw),
@@ -166,6 +166,7 @@ def summarize(runs: pd.DataFrame, cells: pd.DataFrame, alpha: float = 0.05) -> p
         row = dict(cell)
         row["n"] = len(mine)
         row["failed"] = int(((runs["cell_id"] == cell["cell_id"]) & (runs["status"] == "failed")).sum())
+        row["diverged"] = int(((runs["cell_id"] == cell["cell_id"]) & (runs["status"] == "diverged")).sum())
         for m in METRICS:  # calibration and gAUC are absent from runs recorded without them
             values = mine[m].tolist() if m in mine else []
             row[f"{m}_mean"], row[f"{m}_std"], _ = mean_std(values)
@@ -208,4 +209,6 @@ def _note(row: dict, is_base: bool) -> str:
         notes.append("no baseline run with the same seed")
     if row["failed"]:
         notes.append(f"{row['failed']} failed")
+    if row.get("diverged"):
+        notes.append(f"{row['diverged']} diverged (not averaged in)")
     return "; ".join(notes)

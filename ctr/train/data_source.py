@@ -7,6 +7,7 @@ depends only on (``train.seed``, epoch), so a later epoch's batches can be produ
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -47,8 +48,9 @@ class DataSource(ABC):
         return self.n_train // self.world_size // self.batch_size
 
     @abstractmethod
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        """This rank's training batches of ``epoch`` (1-based), shuffled by (seed, epoch), of ``batch_size`` rows."""
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """This rank's training batches of ``epoch`` (1-based), shuffled by (seed, epoch), of ``batch_size`` rows,
+        from the ``skip``-th on (the same batches an uninterrupted epoch would give from there)."""
 
     @abstractmethod
     def eval_batches(self, split: str) -> Iterator[Batch]:
@@ -75,7 +77,7 @@ class InMemorySource(DataSource):
         super().__init__(len(splits["train"]), batch_size, eval_batch_size, seed, rank, world_size)
         self.splits = splits
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         return iterate_batches(
             self.splits["train"],
             self.batch_size,
@@ -85,6 +87,7 @@ class InMemorySource(DataSource):
             rank=self.rank,
             world_size=self.world_size,
             drop_last=True,
+            skip=skip,
         )
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
@@ -116,8 +119,9 @@ class StreamingSource(DataSource):
         self.prepared = prepared
         self.shuffle_buffer = shuffle_buffer
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        return stream_batches(
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        # the shuffle buffer's order depends on every row before: the skipped batches are read, not trained on
+        batches = stream_batches(
             self.prepared,
             "train",
             self.batch_size,
@@ -128,6 +132,7 @@ class StreamingSource(DataSource):
             world_size=self.world_size,
             drop_last=True,
         )
+        return itertools.islice(batches, skip, None)
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
         return stream_batches(self.prepared, split, self.eval_batch_size, 0, self.seed, 0, shuffle=False)

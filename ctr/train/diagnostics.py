@@ -56,16 +56,22 @@ DIAGNOSTICS = "diagnostics.jsonl"
 
 @contextlib.contextmanager
 def open_diagnostics(
-    cfg: DiagnosticsConfig, run_dir: Path | None, lr: float | None = None
+    cfg: DiagnosticsConfig,
+    run_dir: Path | None,
+    lr: float | None = None,
+    append: bool = False,
+    sink: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[tuple[Diagnostics, ...]]:
     """Yield the diagnostics hooks for a run (none when ``cfg.every <= 0``), closing the log file on exit.
 
-    ``lr`` is the run's ``train.lr``, the SGD step of the ``ics`` probe (required when ``cfg.ics`` is on).
+    ``lr`` is the run's ``train.lr``, the SGD step of the ``ics`` probe (required when ``cfg.ics`` is on);
+    ``append`` continues the log of a resumed run instead of starting a new one; ``sink`` also receives every
+    record (TensorBoard).
     """
     if cfg.every <= 0 or run_dir is None:
         yield ()
         return
-    diag = Diagnostics(cfg, Path(run_dir) / DIAGNOSTICS, lr)
+    diag = Diagnostics(cfg, Path(run_dir) / DIAGNOSTICS, lr, append, sink)
     try:
         yield (diag,)
     finally:
@@ -77,14 +83,24 @@ class Diagnostics:
 
     Args:
         cfg: which probes to run and how often.
-        path: the ``diagnostics.jsonl`` to write (truncated), or None to keep records only in ``self.records``.
+        path: the ``diagnostics.jsonl`` to write (truncated, or appended to with ``append``), or None to keep
+            records only in ``self.records``.
         lr: the SGD step size of the ``ics`` probe (the run's ``train.lr``); required when ``cfg.ics`` is on.
+        append: append to ``path`` (a resumed run) instead of truncating it.
+        sink: also receives every record written (e.g. TensorBoard).
 
     Raises:
         ConfigError: ``cfg.init_batches < 1``, or ``cfg.ics`` without ``lr``.
     """
 
-    def __init__(self, cfg: DiagnosticsConfig, path: Path | None = None, lr: float | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DiagnosticsConfig,
+        path: Path | None = None,
+        lr: float | None = None,
+        append: bool = False,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         if cfg.init_batches < 1:
             raise ConfigError(f"diagnostics.init_batches must be >= 1, got {cfg.init_batches}")
         if cfg.ics and lr is None:
@@ -92,7 +108,8 @@ class Diagnostics:
         self.cfg = cfg
         self.lr = lr
         self.records: list[dict[str, Any]] = []
-        self._file = open(path, "w") if path is not None else None
+        self._file = open(path, "a" if append else "w") if path is not None else None
+        self._sink = sink
         self._init: InitGradientNorms | None = None  # collecting init_grad_norms for the step-0 record
         self._held: list[dict[str, Any]] = []  # records waiting for that collection to finish
 
@@ -120,6 +137,8 @@ class Diagnostics:
             self.records.append(record)
             if self._file is not None:
                 self._file.write(json.dumps(record) + "\n")
+            if self._sink is not None:
+                self._sink(record)
         if self._file is not None and self._held:
             self._file.flush()
         self._held = []

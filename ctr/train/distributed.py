@@ -56,6 +56,24 @@ def broadcast_flag(ctx: DistContext, flag: bool) -> bool:
     return bool(t.item())
 
 
+def any_rank(ctx: DistContext, flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any rank (e.g. a non-finite gradient, a stop signal)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device=ctx.device if ctx.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_to_main(ctx: DistContext, obj: object) -> list | None:
+    """Every rank's ``obj`` (picklable), in rank order, on rank 0; None on the other ranks."""
+    if not ctx.enabled:
+        return [obj]
+    out = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -14,7 +14,11 @@ from ctr.train.device import autocast
 from ctr.types import Batch
 
 
-@torch.no_grad()
+class NonFinitePredictions(CTRError):
+    """The model predicts NaN or infinity for some rows (its weights diverged)."""
+
+
+@torch.inference_mode()
 def predict_logits(
     model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, precision: str = "fp32"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -66,9 +70,17 @@ def evaluate(
     """:func:`score` of ``model`` (in eval mode) over all ``batches`` of a split.
 
     Raises:
+        NonFinitePredictions: some logits are NaN or infinite.
         CTRError: the split cannot be scored (empty, or one class only: AUC is undefined), naming ``split``.
     """
     try:
-        return score(*predict_logits(model, batches, device, precision))
+        logits, labels, groups = predict_logits(model, batches, device, precision)
+    except ValueError as e:
+        raise CTRError(f"cannot score the {split or 'evaluation'} split: {e}") from None
+    bad = int((~np.isfinite(logits)).sum())
+    if bad:
+        raise NonFinitePredictions(f"the model predicts NaN or infinity for {bad} of {len(logits)} {split} rows")
+    try:
+        return score(logits, labels, groups)
     except ValueError as e:
         raise CTRError(f"cannot score the {split or 'evaluation'} split: {e}") from None

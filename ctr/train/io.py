@@ -11,11 +11,19 @@ from typing import Any
 
 import torch
 
+from ctr.errors import CTRError
+
 CONFIG, SCHEMA, MODEL, METRICS, RESULTS = "config.yaml", "schema.json", "model.pt", "metrics.jsonl", "results.json"
+DIVERGED, TENSORBOARD = "diverged.json", "tensorboard"
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temp file over ``path``."""
+    """Call ``write(tmp_path)`` then rename the temp file over ``path``.
+
+    Raises:
+        CTRError: the write failed (a full disk, a file-size limit, an I/O error), naming ``path``; the temp file
+            is removed and a previous ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -23,6 +31,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
+        raise CTRError(f"{path}: could not be written ({reason}); any previous {path.name} is unchanged") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -37,5 +49,8 @@ def save_state(path: str | Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise CTRError(f"{path}: could not be appended to ({e.strerror or e})") from e
