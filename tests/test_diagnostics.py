@@ -750,3 +750,17 @@ def test_off_installs_no_hook(tmp_path: Path) -> None:
     with open_diagnostics(dataclasses.replace(load_config().diagnostics, every=0), tmp_path) as hooks:
         assert hooks == ()
     assert not (tmp_path / "diagnostics.jsonl").exists()
+
+
+def test_moments_of_a_stage_without_fields_are_nan_without_a_warning():
+    import math
+    import warnings
+
+    import torch
+
+    from ctr.train.diagnostics import _moments
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = _moments(torch.zeros(8, 0, 4))  # (B, Fn=0, D): data without numeric fields
+    assert all(math.isnan(v) for v in out.values())

@@ -457,6 +457,8 @@ def internal_covariate_shift(
 def _moments(y: Tensor) -> dict[str, float]:
     """Mean and variance over all elements, and the batch variance averaged over units, of a (B, ...) tensor."""
     y = y.detach().float()
+    if y.numel() == 0:  # a stage without fields (no numeric fields, say): nothing to describe
+        return {"mean": math.nan, "var": math.nan, "batch_var": math.nan}
     flat = y.reshape(y.shape[0], -1)  # (B, units)
     batch_var = float(flat.var(0, unbiased=False).mean()) if flat.shape[0] > 1 else math.nan
     return {"mean": float(y.mean()), "var": float(y.var(unbiased=False)), "batch_var": batch_var}
