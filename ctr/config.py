@@ -270,12 +270,16 @@ def _check_one_of(choices: dict[str, tuple[Any, tuple[str, ...]]]) -> None:
 
 
 def merge(base: dict[str, Any], over: dict[str, Any], _path: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Recursive dict merge; ``over`` wins. A ``norm.<stage>`` value replaces the old one whole (a name replaces a
-    mapping with options, and a mapping does not inherit options of another norm)."""
+    """Recursive dict merge; ``over`` wins. A ``norm.<stage>`` value with a name replaces the old one whole (a name
+    replaces a mapping with options, and a mapping does not inherit options of another norm); a mapping of options
+    without a name (``norm.categorical.init_gain=1.0``) sets those options of the stage's current norm."""
     out = dict(base)
     for k, v in over.items():
         is_norm_stage = _path == ("norm",) and k in STAGES
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not is_norm_stage:
+        if is_norm_stage and isinstance(v, dict) and "name" not in v and k in out:
+            current = out[k] if isinstance(out[k], dict) else {"name": out[k]}
+            out[k] = {**current, **copy.deepcopy(v)}
+        elif isinstance(v, dict) and isinstance(out.get(k), dict) and not is_norm_stage:
             out[k] = merge(out[k], v, _path + (k,))
         else:
             out[k] = copy.deepcopy(v)

@@ -222,3 +222,31 @@ def test_tune_must_name_a_grid_key_with_several_values():
     for bad in ("train.lr", "norm.mlp", 3):
         with pytest.raises(ConfigError, match="'tune' must name a grid key with at least two values"):
             spec(grid={"train.lr": [1e-3]}, tune=bad)
+
+
+def test_a_norm_option_is_a_grid_axis_applied_to_each_cells_norm_and_not_to_its_baseline():
+    spec = parse_ablation(
+        {
+            "grid": {"model.name": ["dnn"], "norm.categorical.init_gain": [0.01, 1.0]},
+            "stage_norms": {"stages": ["categorical"], "norms": ["bn", "ln"]},
+            "seeds": [1],
+        }
+    )
+    plan = plan_ablation(spec)
+    norms = sorted(str(c.config.norm.categorical) for c in plan.cells if not c.is_baseline)
+    assert norms == sorted(str({"name": n, "init_gain": g}) for n in ("bn", "ln") for g in (0.01, 1.0))
+    baselines = [c for c in plan.cells if c.is_baseline]
+    assert len(baselines) == 1 and baselines[0].config.norm.categorical == "none"
+    assert {c.baseline_id for c in plan.cells} == {baselines[0].id} and not plan.invalid
+
+
+def test_a_norm_option_override_keeps_the_stages_norm():
+    from ctr.config import load_config
+
+    assert load_config([], ["norm.categorical=bn", "norm.categorical.init_gain=1.0"]).norm.categorical == {
+        "name": "bn",
+        "init_gain": 1.0,
+    }
+    cfg = load_config([], ["norm.mlp={name: ln, eps: 0.1}", "norm.mlp.position=post_act"])
+    assert cfg.norm.mlp == {"name": "ln", "eps": 0.1, "position": "post_act"}
+    assert load_config([], ["norm.mlp.eps=0.1", "norm.mlp=bn"]).norm.mlp == "bn", "a name replaces the stage whole"

@@ -6,6 +6,7 @@ every run) plus these keys::
     base: [../presets/normdnn.yaml]  # optional run-config file(s), relative to this file, merged first
     grid:                           # dotted key -> values; the cartesian product of all keys
       model.name: [dnn, deepfm]
+      norm.categorical.init_gain: [0.01, 1.0]   # an option of each cell's norm on a stage (not of `none`)
     stage_norms:                    # one stage at a time: a cell per (norm, stage), the other stages untouched
       stages: [numeric, categorical, mlp]
       norms: [bn, ln, vo_ln]
@@ -326,10 +327,21 @@ def _resolve(spec: AblationSpec, common: list[dict[str, Any]], assignment: dict[
     """The run config of a cell: ``ctr.config.load_config`` over the base files, then the ablation's own
     sections and the CLI's settings (``common``), then the cell's keys (later wins).
 
-    Dotted keys set one leaf and keep its siblings; a ``norm.<stage>`` value replaces the previous one whole.
+    Dotted keys set one leaf and keep its siblings; a ``norm.<stage>`` value replaces the previous one whole, and
+    a ``norm.<stage>.<option>`` key (``init_gain`` as a grid axis, say) then sets that option of the cell's norm,
+    where the cell has one on that stage (a stage at ``none``, e.g. in a baseline, has no options to set).
     """
+    options = {k: v for k, v in assignment.items() if k.startswith("norm.") and k.count(".") == 2}
+    rest = {k: v for k, v in assignment.items() if k not in options}
     try:
-        return load_config(spec.base, extra_layers=[*common, nest(assignment)])
+        if not options:
+            return load_config(spec.base, extra_layers=[*common, nest(rest)])
+        norms = load_config(spec.base, extra_layers=[*common, nest(rest)]).norm
+        stage_of = {k: k.split(".")[1] for k in options}
+        options = {
+            k: v for k, v in options.items() if parse_norm(getattr(norms, stage_of[k]), stage_of[k]).name != "none"
+        }
+        return load_config(spec.base, extra_layers=[*common, nest(rest), nest(options)])
     except ConfigError as e:
         raise ConfigError(f"{what}: {e}") from None
 
