@@ -5,18 +5,23 @@
         benchmarks/reference_deepfm.py on the same prepared tensors, once per seed; prints test AUC and samples/s
         of both (per seed and mean). With equal initial weights and batches the two train identically
         (tests/test_reference_deepfm.py), so AUC differences between them are seed noise.
-    python benchmarks/train.py models [--rows 1000000] [--steps 60] [--models deepfm,dcn,...] [--norms none,normdnn]
-                                      [--set KEY=VALUE ...]
+    python benchmarks/train.py models [--rows 1000000] [--steps 60] [--models deepfm,dcn,...] [--norms default,normdnn]
+                                      [--precision fp32,bf16] [--set KEY=VALUE ...]
         test AUC, logloss and samples/s of every model after a fixed number of training steps (all timed;
-        --steps 0 = one full epoch), with norms off and with the NormDNN preset's norms on the stages the model has;
+        --steps 0 = one full epoch), with each model's own default norms (`default`) and with the NormDNN preset's norms on
+        the stages the model has, in each precision; beside each, the model's forward MFLOP/sample (as `flops`),
+        its bound (the GEMM rate measured at the start, fp32 or bf16, over 3x the forward FLOPs: the samples/s if
+        every product ran at that rate and nothing else took time) and the share of the bound reached;
         --set overrides a config key of every run (e.g. --set "model.cin_layers=[100, 100]").
     python benchmarks/train.py gemm
         the MLP's matrix products alone: the fp32 and bf16 GEMM-bound limit on DeepFM samples/s.
     python benchmarks/train.py adam [--table-rows 625460]
         one Adam step over DeepFM's parameters (table of N x 16): default loop, foreach and fused (used by ctr).
     python benchmarks/train.py flops [--models deepfm,dcn,...] [--set KEY=VALUE ...]
-        forward matrix-product FLOPs (mm, bmm, conv; not elementwise work) per sample of every model's default
+        forward matrix-product FLOPs (mm, bmm, conv, attention; not elementwise work) per sample of every model's default
         config (torch.utils.flop_counter on the 1M-row data's schema): why a model is slower than DeepFM per sample.
+    python benchmarks/train.py profile [--models autoint,...] [--set KEY=VALUE ...]
+        where one training step's time goes, per op (torch.profiler, forward and backward, 3 steps at batch 4096).
     python benchmarks/train.py loader [--rows 1000000]
         time per batch of the in-memory loader and of the streaming loader (one epoch, batch 4096, no model) as a
         share of a DeepFM training step (forward, backward, Adam) timed on the same batches.
@@ -136,51 +141,89 @@ def compare(args) -> dict:
 def models(args) -> dict:
     path = data_file(args)
     names = args.models.split(",") if args.models else list_models()
+    precisions = args.precision.split(",")
+    gflops = {p: gemm_gflops(p) for p in precisions}
     rows = []
-    print("| model | norms | test AUC | logloss | samples/s |\n|---|---|---|---|---|")
+    print(
+        f"GEMM rate (the MLP's products at batch 4096): {', '.join(f'{p} {g:.0f} GFLOP/s' for p, g in gflops.items())}"
+    )
+    print("| model | norms | precision | test AUC | logloss | samples/s | MFLOP/sample | bound | share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for variant in args.norms.split(","):
-            over = [
-                f"model.name={name}",
-                f"data.path={path}",
-                "train.progress=false",
-                f"train.max_steps={args.steps}",
-                "train.epochs=1",
-                f"train.batch_size={args.batch_size}",
-                *args.set,
-            ]
-            stages = get_model(name).stages
-            if variant == "normdnn":
-                if not set(NORMDNN) & set(stages):
-                    continue
-                over += [f"norm.{s}={json.dumps(v)}" for s, v in NORMDNN.items() if s in stages]
-            cfg = load_config([], over)
-            out = Path(tempfile.mkdtemp(prefix=f"ctr_bench_{name}_"))
-            r = train_run(cfg, out)
-            rows.append(
-                {
+            for precision in precisions:
+                over = [
+                    f"model.name={name}",
+                    f"data.path={path}",
+                    "train.progress=false",
+                    f"train.max_steps={args.steps}",
+                    "train.epochs=1",
+                    f"train.batch_size={args.batch_size}",
+                    f"train.precision={precision}",
+                    *args.set,
+                ]
+                stages = get_model(name).stages
+                if variant == "normdnn":
+                    if not set(NORMDNN) & set(stages):
+                        continue
+                    over += [f"norm.{s}={json.dumps(v)}" for s, v in NORMDNN.items() if s in stages]
+                cfg = load_config([], over)
+                out = Path(tempfile.mkdtemp(prefix=f"ctr_bench_{name}_"))
+                r = train_run(cfg, out)
+                mflop = forward_mflop(cfg)
+                # forward + backward = 3x the forward's products (the backward's two per forward product)
+                bound = gflops[precision] * 1e3 / (3 * mflop) if mflop else None
+                speed = r["train"]["samples_per_sec"]
+                row = {
                     "model": name,
                     "norms": variant,
+                    "precision": precision,
                     "test_auc": r["test"]["auc"],
                     "test_logloss": r["test"]["logloss"],
-                    "samples_per_sec": r["train"]["samples_per_sec"],
+                    "samples_per_sec": speed,
+                    "mflop_per_sample": mflop,
+                    "bound_samples_per_sec": bound,
+                    "share_of_bound": speed / bound if bound else None,
                     "steps": args.steps or "1 epoch",
                     "batch_size": args.batch_size,
                 }
-            )
-            print(
-                f"| {name} | {variant} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | "
-                f"{r['train']['samples_per_sec']:,.0f} |",
-                flush=True,
-            )
-    return {"benchmark": "models", "data": str(path), "threads": torch.get_num_threads(), "rows": rows}
+                rows.append(row)
+                shown = f"{bound:,.0f} | {speed / bound:.2f}" if bound else "- | -"
+                print(
+                    f"| {name} | {variant} | {precision} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | "
+                    f"{speed:,.0f} | {mflop:.2f} | {shown} |",
+                    flush=True,
+                )
+    return {
+        "benchmark": "models",
+        "data": str(path),
+        "threads": torch.get_num_threads(),
+        "gemm_gflops": gflops,
+        "rows": rows,
+    }
+
+
+def gemm_gflops(precision: str) -> float:
+    """GFLOP/s of the DeepFM MLP's forward and backward products at batch 4096 in ``precision`` (fp32 or bf16)."""
+    return gemm_rates()[{"fp32": "float32", "bf16": "bfloat16"}[precision]]["gflops"]
 
 
 def gemm(args) -> dict:
     """Time the DeepFM MLP's forward+backward matrix products alone at batch 4096 (F=39, D=16)."""
-    b, dims = 4096, [39 * 16, 400, 400, 400, 1]
+    res = {"benchmark": "gemm", "threads": torch.get_num_threads(), "batch": 4096, "mlp": GEMM_DIMS, **gemm_rates()}
+    for name in ("float32", "bfloat16"):
+        r = res[name]
+        print(f"{name:9} {r['gflops']:8.1f} GFLOP/s -> MLP-bound limit {r['samples_per_sec_limit']:12,.0f} samples/s")
+    return res
+
+
+GEMM_DIMS = [39 * 16, 400, 400, 400, 1]
+
+
+def gemm_rates() -> dict:
+    b, dims = 4096, GEMM_DIMS
     flops = sum(6 * b * i * o for i, o in zip(dims, dims[1:]))  # forward 2*i*o, backward 4*i*o per sample
-    res = {"benchmark": "gemm", "threads": torch.get_num_threads(), "batch": b, "mlp": dims}
+    res = {}
     for dtype in (torch.float32, torch.bfloat16):
         xs = [torch.randn(b, i, dtype=dtype) for i in dims[:-1]]
         ws = [torch.randn(i, o, dtype=dtype) for i, o in zip(dims, dims[1:])]
@@ -196,9 +239,7 @@ def gemm(args) -> dict:
         for _ in range(n):
             step()
         sec = (time.perf_counter() - t0) / n
-        name = str(dtype).split(".")[-1]
-        res[name] = {"gflops": flops / sec / 1e9, "samples_per_sec_limit": b / sec}
-        print(f"{name:9} {flops / sec / 1e9:8.1f} GFLOP/s -> MLP-bound limit {b / sec:12,.0f} samples/s")
+        res[str(dtype).split(".")[-1]] = {"gflops": flops / sec / 1e9, "samples_per_sec_limit": b / sec}
     return res
 
 
@@ -223,25 +264,77 @@ def adam(args) -> dict:
 
 
 def flops(args) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
     path = data_file(args)
     names = args.models.split(",") if args.models else list_models()
-    prepared = prepare_data(load_config([], [f"data.path={path}"]).data)
-    batch = load_split(prepared, "valid").rows(slice(0, 256))
     rows = []
     print("| model | forward matmul MFLOP/sample | x DeepFM |\n|---|---|---|")
     for name in names:
         cfg = load_config([], [f"model.name={name}", f"data.path={path}", *args.set])
-        model = build_model(prepared.schema, cfg.model, cfg.norm).eval()
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(batch)
-        rows.append({"model": name, "mflop_per_sample": counter.get_total_flops() / len(batch) / 1e6})
+        rows.append({"model": name, "mflop_per_sample": forward_mflop(cfg)})
     base = next((r["mflop_per_sample"] for r in rows if r["model"] == "deepfm"), None)
     for r in rows:
         ratio = f"{r['mflop_per_sample'] / base:.1f}" if base else "-"
         print(f"| {r['model']} | {r['mflop_per_sample']:.2f} | {ratio} |")
     return {"benchmark": "flops", "data": str(path), "rows": rows}
+
+
+def forward_mflop(cfg) -> float:
+    """Matrix-product MFLOP per sample of one forward pass of ``cfg``'s model (256 validation rows; mm, bmm, conv
+    and CPU attention, whose product FLOPs torch's counter does not map on CPU)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    prepared = prepare_data(cfg.data)
+    batch = load_split(prepared, "valid").rows(slice(0, 256))
+    model = build_model(prepared.schema, cfg.model, cfg.norm).eval()
+
+    def attention_flop(q, k, v, *args, out_shape=None, **kwargs) -> int:  # shapes, as torch's formulas get them
+        return sdpa_flop_count(q, k, v)
+
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flop}
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter, torch.no_grad():
+        model(batch)
+    return counter.get_total_flops() / len(batch) / 1e6
+
+
+def profile(args) -> dict:
+    """Per op (forward and backward together), where a training step's time goes: torch.profiler over 3 steps of
+    forward, loss and backward (no optimizer) at ``--batch-size``, each model's default config plus ``--set``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from ctr.train.memory import keep_freed_memory
+
+    keep_freed_memory()  # as in training
+    path = data_file(args)
+    names = args.models.split(",") if args.models else list_models()
+    res = {"benchmark": "profile", "threads": torch.get_num_threads(), "models": {}}
+    for name in names:
+        cfg = load_config([], [f"model.name={name}", f"data.path={path}", *args.set])
+        prepared = prepare_data(cfg.data)
+        batch = load_split(prepared, "train").rows(slice(0, args.batch_size))
+        model = build_model(prepared.schema, cfg.model, cfg.norm)
+
+        def step(model=model, batch=batch):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label.float())
+            loss.backward()
+
+        for _ in range(2):
+            step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        ops = [
+            {"op": e.key, "ms_per_step": e.self_cpu_time_total / 3e3, "share": e.self_cpu_time_total / total}
+            for e in events[:12]
+        ]
+        res["models"][name] = {"ms_per_step": total / 3e3, "ops": ops}
+        print(f"\n{name}: {total / 3e3:.0f} ms per step (forward + backward, batch {args.batch_size})")
+        print("| op | ms per step | share |\n|---|---|---|")
+        for o in ops:
+            print(f"| {o['op']} | {o['ms_per_step']:.0f} | {o['share']:.0%} |")
+    return res
 
 
 def loader(args) -> dict:
@@ -339,14 +432,14 @@ def scale_child(n: int, steps: int, streaming: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compare", "models", "gemm", "adam", "flops", "loader", "scale"])
+    p.add_argument("what", choices=["compare", "models", "gemm", "adam", "flops", "profile", "loader", "scale"])
     p.add_argument("--table-rows", type=int, default=625_460, help="adam: embedding rows (default: the 16M-row file's)")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--data")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--models")
-    p.add_argument("--norms", default="none,normdnn")
+    p.add_argument("--norms", default="default,normdnn", help="models: default (each model's config) and/or normdnn")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--seeds", default="2024,1,2,3,4,5", help="compare: one run of each loop per seed")
     p.add_argument("--sizes", default="1000000,4000000,16000000", help="scale: generated rows per size")
@@ -361,6 +454,7 @@ def main() -> None:
         "gemm": gemm,
         "adam": adam,
         "flops": flops,
+        "profile": profile,
         "loader": loader,
         "scale": scale,
     }[args.what](args)

@@ -13,7 +13,7 @@ from ctr.nn.attention import InteractingLayer, SelfAttentionStack, TransformerLa
 from ctr.nn.cin import CIN
 from ctr.nn.cross import CrossNet, CrossNetV2
 from ctr.nn.gating import BilinearFusion, FeatureGating, MaskBlock
-from ctr.nn.interaction import FM, Bilinear, InnerProduct, SENet
+from ctr.nn.interaction import FM, Bilinear, InnerProduct, SENet, bilinear_products
 
 B, NF, D = 5, 4, 3
 ATOL = 1e-5
@@ -57,6 +57,45 @@ def test_bilinear_matches_pair_loop(e: torch.Tensor, kind: str) -> None:
     torch.testing.assert_close(layer(e), torch.stack(out, dim=1), atol=ATOL, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["field_all", "field_each", "field_interaction"])
+def test_bilinear_gradients_match_autograd_of_the_pair_loop(kind: str) -> None:
+    """Two inputs at once (FiBiNET's E and V): values and gradients of inputs and weights against autograd through
+    the direct formula, in float64."""
+    torch.manual_seed(2)
+    layers = [Bilinear(NF, D, kind).double() for _ in range(2)]
+    xs = [torch.randn(B, NF, D, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+
+    def direct() -> torch.Tensor:
+        return torch.cat(
+            [
+                torch.stack(
+                    [
+                        (x[:, i] @ layer.weight[{"field_all": 0, "field_each": i, "field_interaction": p}[kind]])
+                        * x[:, j]
+                        for p, (i, j) in enumerate(pairs())
+                    ],
+                    1,
+                ).flatten(1)
+                for layer, x in zip(layers, xs)
+            ],
+            1,
+        )
+
+    leaves = [*xs, *(layer.weight for layer in layers)]
+    g = torch.randn(B, 2 * len(pairs()) * D, dtype=torch.float64)
+    expected = torch.autograd.grad(direct(), leaves, g)
+    out = bilinear_products(list(zip(layers, xs)))
+    torch.testing.assert_close(out, direct())
+    for got, want in zip(torch.autograd.grad(out, leaves, g), expected):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("kind", ["field_all", "field_each", "field_interaction"])
+def test_bilinear_export_path_matches(e: torch.Tensor, kind: str) -> None:
+    layer = Bilinear(NF, D, kind)
+    torch.testing.assert_close(layer.gathered(e), layer(e), atol=ATOL, rtol=1e-5)
+
+
 def test_senet_reweights_fields(e: torch.Tensor) -> None:
     layer = SENet(NF, reduction_ratio=2)
     w1, w2 = layer.excitation[0].weight, layer.excitation[2].weight
@@ -65,6 +104,27 @@ def test_senet_reweights_fields(e: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------ CIN
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 1000])
+def test_cin_outer_linear_gradients_match_the_materialised_product(monkeypatch, rows_per_chunk: int) -> None:
+    """The chunked outer-product layer against autograd through the (B, D, H, F) product, in float64, with chunks
+    of 1 row, of a size that does not divide B*D, and of all rows."""
+    import ctr.nn.cin as cin_module
+
+    torch.manual_seed(3)
+    hp, h = 3, 5
+    monkeypatch.setattr(cin_module, "ROWS_PER_CHUNK_BYTES", rows_per_chunk * hp * NF * 8)
+    xk = torch.randn(B, D, hp, dtype=torch.float64, requires_grad=True)
+    x0 = torch.randn(B, D, NF, dtype=torch.float64, requires_grad=True)
+    linear = torch.nn.Linear(hp * NF, h, bias=False).double()
+    g = torch.randn(B, D, h, dtype=torch.float64)
+    leaves = [xk, x0, linear.weight]
+    direct = linear((xk.unsqueeze(-1) * x0.unsqueeze(-2)).flatten(2))
+    out = cin_module.cin_layer(xk, x0, linear)
+    torch.testing.assert_close(out, direct)
+    for got, want in zip(torch.autograd.grad(out, leaves, g), torch.autograd.grad(direct, leaves, g)):
+        torch.testing.assert_close(got, want)
 
 
 def cin_direct(cin: CIN, x0: torch.Tensor, norm=None, split_half: bool = False) -> torch.Tensor:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from ctr.errors import ConfigError
 from ctr.models.base import CTRModel, MLPOptions, ModelSpec, field_embedding, register_model
 from ctr.nn.embedding import LinearTerm
-from ctr.nn.interaction import BILINEAR_TYPES, Bilinear, SENet
+from ctr.nn.interaction import BILINEAR_TYPES, Bilinear, SENet, bilinear_products
 from ctr.nn.mlp import MLP
 from ctr.types import Batch, Schema
 
@@ -54,6 +53,5 @@ class FiBiNET(CTRModel):
     def forward(self, batch: Batch) -> Tensor:
         """Returns (B,) logits."""
         e = self.embed(batch)  # (B, F, D)
-        p = self.bilinear_e(e).flatten(1)  # (B, P*D)
-        q = self.bilinear_v(self.senet(e)).flatten(1)  # (B, P*D)
-        return self.linear(batch) + self.mlp(torch.cat([p, q], dim=1)).squeeze(-1)  # (B,)
+        pq = bilinear_products([(self.bilinear_e, e), (self.bilinear_v, self.senet(e))])  # (B, 2*P*D)
+        return self.linear(batch) + self.mlp(pq).squeeze(-1)  # (B,)

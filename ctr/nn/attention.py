@@ -19,11 +19,26 @@ layouts, for the question their analysis asks.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctr.errors import ConfigError
 from ctr.nn.norm import NormSpec, parse_norm
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, dropout: float) -> Tensor:
+    """Scaled dot-product attention, 3 x (B, heads, F, d) -> (B, heads, F, d), in float32 under CPU autocast.
+
+    On CPU the attention kernel's reduced-precision backward is many times slower than its float32 one at these
+    shapes (tens of fields), while its products are a small share of the model's; so under CPU autocast it runs in
+    float32 and returns the autocast dtype, and the projections around it keep running in bf16.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout)
+        return out.to(torch.get_autocast_dtype("cpu"))
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
 
 
 class InteractingLayer(nn.Module):
@@ -75,9 +90,7 @@ class InteractingLayer(nn.Module):
         q, k, v = (
             self._project(self.qkv, h).view(b, f, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         )  # 3 x (B, heads, F, A/heads)
-        att = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, heads, F, A/heads)
+        att = attention(q, k, v, self.dropout if self.training else 0.0)  # (B, heads, F, A/heads)
         y = att.transpose(1, 2).reshape(b, f, -1)  # (B, F, A)
         if self.res is not None:
             y = y + self._project(self.res, x)
@@ -172,7 +185,7 @@ class TransformerLayer(nn.Module):
         """MHA(x): (B, F, A) -> (B, F, A)."""
         b, f, _ = x.shape
         q, k, v = self.qkv(x).view(b, f, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, F, A/heads)
-        att = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        att = attention(q, k, v, self.dropout if self.training else 0.0)
         return self.out(att.transpose(1, 2).reshape(b, f, -1))  # (B, F, A)
 
     def feed_forward(self, x: Tensor) -> Tensor:

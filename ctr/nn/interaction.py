@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ctr.errors import ConfigError
+from ctr.nn.tracing import capturing
 
 
 def pair_indices(num_fields: int) -> tuple[Tensor, Tensor]:
@@ -91,22 +92,86 @@ class Bilinear(nn.Module):
         super().__init__()
         if kind not in BILINEAR_TYPES:
             raise ConfigError(f"bilinear type '{kind}' is not one of: {', '.join(BILINEAR_TYPES)}")
-        i, j = pair_indices(num_fields)
-        self.register_buffer("i", i, persistent=False)  # (P,)
-        self.register_buffer("j", j, persistent=False)  # (P,)
-        self.kind = kind
+        i, _ = pair_indices(num_fields)
+        index = {"field_all": torch.zeros_like(i), "field_each": i, "field_interaction": None}[kind]
+        self.register_buffer("weight_index", index, persistent=False)  # (P,): each pair's W, or None for W_ij
         count = {"field_all": 1, "field_each": num_fields, "field_interaction": len(i)}[kind]
         self.weight = nn.Parameter(torch.empty(count, dim, dim))  # (1 | F | P, D, D)
         nn.init.xavier_normal_(self.weight)
         self.out_dim = len(i) * dim
 
+    def pair_weights(self) -> Tensor:
+        """(P, D, D): the W of every pair."""
+        return self.weight if self.weight_index is None else self.weight.index_select(0, self.weight_index)
+
     def forward(self, e: Tensor) -> Tensor:
         """(B, F, D) -> (B, P, D)."""
-        # index_select, not e[:, i]: its backward is one index_add instead of advanced-index accumulation
-        if self.kind == "field_all":
-            left = (e @ self.weight[0]).index_select(1, self.i)  # (B, F, D) -> (B, P, D)
-        elif self.kind == "field_each":
-            left = torch.einsum("bfd,fde->bfe", e, self.weight).index_select(1, self.i)  # (B, F, D) -> (B, P, D)
-        else:
-            left = torch.einsum("bpd,pde->bpe", e.index_select(1, self.i), self.weight)  # (B, P, D)
-        return left * e.index_select(1, self.j)  # (B, P, D)
+        return bilinear_products([(self, e)]).view(e.shape[0], -1, e.shape[2])
+
+    def gathered(self, e: Tensor) -> Tensor:
+        """The same products as plain gathers and a batched product, for export: (B, F, D) -> (B, P, D)."""
+        i, j = pair_indices(e.shape[1])
+        left = torch.einsum("bpd,pde->bpe", e.index_select(1, i.to(e.device)), self.pair_weights())  # (B, P, D)
+        return left * e.index_select(1, j.to(e.device))  # (B, P, D)
+
+
+def bilinear_products(inputs: list[tuple[Bilinear, Tensor]]) -> Tensor:
+    """The bilinear interactions of several (layer, embeddings) inputs, concatenated: K x (B, F, D) -> (B, K*P*D)."""
+    if capturing():
+        return torch.cat([layer.gathered(e).flatten(1) for layer, e in inputs], dim=1)
+    return _PairProducts.apply(*(t for layer, e in inputs for t in (e, layer.pair_weights())))
+
+
+class _PairProducts(torch.autograd.Function):
+    """``(e_i W_p) * e_j`` for every pair p = (i, j), of K inputs (e, W) at once: the output's block k, pair p is
+    ``out[:, (k P + p) D : (k P + p + 1) D]``.
+
+    Computed field by field: the pairs (i, j > i) of field i are consecutive in ``triu_indices`` order, so their
+    left products are one (B, D) x (D, n_i D) product written straight into the output and their right factors
+    ``e_{i+1..F-1}`` are a view of e. No (B, P, D) gather, intermediate or concatenation is materialised; the
+    backward recomputes the left products field by field. Runs outside autocast, in the embeddings' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, *tensors: Tensor) -> Tensor:
+        es, ws = tensors[0::2], tensors[1::2]
+        b, f, d = es[0].shape
+        p = f * (f - 1) // 2
+        out = es[0].new_empty(b, len(es) * p * d)  # (B, K P D)
+        with torch.autocast(es[0].device.type, enabled=False):
+            for k, (e, w) in enumerate(zip(es, ws)):
+                w = w.to(e.dtype)
+                for i, start, stop, wi in _fields(w, f):
+                    block = out[:, (k * p + start) * d : (k * p + stop) * d]  # (B, n_i D)
+                    torch.mm(e[:, i], wi, out=block)
+                    block.mul_(e[:, i + 1 :].reshape(b, -1))
+        ctx.save_for_backward(*tensors)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, ...]:
+        tensors = ctx.saved_tensors
+        es, ws = tensors[0::2], tensors[1::2]
+        b, f, d = es[0].shape
+        p = f * (f - 1) // 2
+        grads: list[Tensor] = []
+        with torch.autocast(es[0].device.type, enabled=False):
+            for k, (e, w) in enumerate(zip(es, ws)):
+                grad_e, grad_w = torch.zeros_like(e), torch.empty_like(w)
+                for i, start, stop, wi in _fields(w.to(e.dtype), f):
+                    g = grad[:, (k * p + start) * d : (k * p + stop) * d].to(e.dtype)  # (B, n_i D)
+                    grad_e[:, i + 1 :] += (g * (e[:, i] @ wi)).view(b, -1, d)  # right factors
+                    g_left = g * e[:, i + 1 :].reshape(b, -1)  # (B, n_i D)
+                    grad_e[:, i] += g_left @ wi.T
+                    grad_w[start:stop] = (e[:, i].T @ g_left).view(d, -1, d).transpose(0, 1)
+                grads += [grad_e, grad_w.to(w.dtype)]
+        return tuple(grads)
+
+
+def _fields(w: Tensor, num_fields: int):
+    """Per field i with pairs: (i, first pair, end pair, its pairs' W side by side as (D, n_i D))."""
+    start = 0
+    for i in range(num_fields - 1):
+        stop = start + num_fields - 1 - i
+        yield i, start, stop, w[start:stop].transpose(0, 1).reshape(w.shape[1], -1)
+        start = stop

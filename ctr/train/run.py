@@ -23,6 +23,7 @@ from ctr.train.evaluation import evaluate
 from ctr.train.guard import Diverged
 from ctr.train.interrupt import StopRequests
 from ctr.train.loop import FitResult, fit
+from ctr.train.memory import keep_freed_memory
 from ctr.train.optim import use_sparse_embeddings
 from ctr.train.run_dir import NoRunDir, RunDir
 from ctr.train.tracking import TensorBoardLog
@@ -69,6 +70,7 @@ def train_run(
     run_dir = RunDir(out_dir) if ctx.is_main else NoRunDir()
     checkpoint = load_checkpoint(Path(out_dir) / CHECKPOINT) if resume else None
     prepared = prepare_on_main(cfg, ctx, prepared)
+    keep_freed_memory()  # after preparing: training reuses its large blocks every step
     seed_everything(tc.seed)  # same initial weights on every rank
     model, train_model = build_train_model(prepared.schema, cfg, ctx)
     data = open_data_source(prepared, cfg, ctx)
