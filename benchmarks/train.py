@@ -22,6 +22,9 @@
         config (torch.utils.flop_counter on the 1M-row data's schema): why a model is slower than DeepFM per sample.
     python benchmarks/train.py profile [--models autoint,...] [--set KEY=VALUE ...]
         where one training step's time goes, per op (torch.profiler, forward and backward, 3 steps at batch 4096).
+    python benchmarks/train.py allocator [--models autoint,...] [--set KEY=VALUE ...]
+        training-step samples/s with glibc's default malloc and with the kept heap that training applies
+        (ctr/train/memory.py), each in a fresh process.
     python benchmarks/train.py loader [--rows 1000000]
         time per batch of the in-memory loader and of the streaming loader (one epoch, batch 4096, no model) as a
         share of a DeepFM training step (forward, backward, Adam) timed on the same batches.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -337,6 +341,47 @@ def profile(args) -> dict:
     return res
 
 
+def allocator(args) -> dict:
+    """Training-step samples/s (forward, loss, backward; no optimizer) at ``--batch-size`` with glibc's default
+    malloc settings and with :func:`ctr.train.memory.keep_freed_memory` (what training applies), each in a fresh
+    process so neither setting leaks into the other."""
+    path = data_file(args)
+    names = args.models.split(",") if args.models else list_models()
+    prepare_data(load_config([], [f"data.path={path}"]).data)  # once, outside the timed processes
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    print("| model | default malloc: samples/s | kept heap: samples/s | ratio |\n|---|---|---|---|")
+    for name in names:
+        speeds = []
+        for keep in (False, True):
+            with ctx.Pool(1) as pool:
+                speeds.append(pool.apply(step_speed, (name, str(path), args.batch_size, keep, args.set)))
+        rows.append({"model": name, "default": speeds[0], "kept": speeds[1]})
+        print(f"| {name} | {speeds[0]:,.0f} | {speeds[1]:,.0f} | {speeds[1] / speeds[0]:.2f} |", flush=True)
+    return {"benchmark": "allocator", "threads": torch.get_num_threads(), "rows": rows}
+
+
+def step_speed(name: str, path: str, batch_size: int, keep: bool, overrides: list[str], steps: int = 5) -> float:
+    from ctr.train.memory import keep_freed_memory
+
+    if keep:
+        keep_freed_memory()
+    cfg = load_config([], [f"model.name={name}", f"data.path={path}", *overrides])
+    prepared = prepare_data(cfg.data)
+    batch = load_split(prepared, "train").rows(slice(0, batch_size))
+    model = build_model(prepared.schema, cfg.model, cfg.norm)
+
+    def step():
+        torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label.float()).backward()
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch_size * steps / (time.perf_counter() - t0)
+
+
 def loader(args) -> dict:
     path = data_file(args)
     cfg = load_config([], DEEPFM + [f"data.path={path}"])
@@ -432,7 +477,9 @@ def scale_child(n: int, steps: int, streaming: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compare", "models", "gemm", "adam", "flops", "profile", "loader", "scale"])
+    p.add_argument(
+        "what", choices=["compare", "models", "gemm", "adam", "flops", "profile", "allocator", "loader", "scale"]
+    )
     p.add_argument("--table-rows", type=int, default=625_460, help="adam: embedding rows (default: the 16M-row file's)")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--data")
@@ -455,6 +502,7 @@ def main() -> None:
         "adam": adam,
         "flops": flops,
         "profile": profile,
+        "allocator": allocator,
         "loader": loader,
         "scale": scale,
     }[args.what](args)
