@@ -196,13 +196,18 @@ def test_base_files_are_relative_to_the_ablation_file(tmp_path):
     assert all(c.config.train.lr == 0.02 for c in plan.cells)
 
 
-@pytest.mark.parametrize("name", ["quick", "norm_placement", "prenorm_attention"])
+SHIPPED_STUDIES = sorted(p.stem for p in (shipped_configs() / "ablations").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED_STUDIES)
 def test_shipped_studies_plan(name):
     plan = plan_ablation(read_ablation(shipped_configs() / "ablations" / f"{name}.yaml"))
     assert plan.cells and not plan.invalid and plan.runs
     assert all(c.baseline_id in {x.id for x in plan.cells} for c in plan.cells)
-    if name == "norm_placement":
-        assert len(plan.cells) == 2 * (5 * 3 + 1) and len(plan.spec.seeds) == 3
+    if name.startswith("norm_placement") and name != "norm_placement_frappe":
+        # 2 models x (4 norms x 3 stages + NormDNN's combination + the all-none baseline), 5 seeds
+        lrs = len(plan.spec.grid.get("train.lr", [None]))
+        assert len(plan.cells) == 2 * (4 * 3 + 1 + 1) * lrs and len(plan.spec.seeds) == 5
 
 
 def test_overrides_set_every_run_but_grid_keys_win():
