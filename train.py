@@ -1,8 +1,7 @@
 """Train a CTR model: ``python train.py [--config FILE ...] [--data PATH] [--out DIR] [--set KEY=VALUE ...]``."""
 
-import sys
-
 from ctr.cli import run_cli, train_main
+from ctr.train.distributed import exit_process
 
 if __name__ == "__main__":
-    sys.exit(run_cli(train_main))
+    exit_process(run_cli(train_main))

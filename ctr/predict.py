@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from ctr.data.criteo import MIN_BATCH_ROWS, BadRowReport, RawBatch, prefetch
 from ctr.data.frame import as_table, frame_rows
 from ctr.data.loader import iterate_batches, tensors_from_encoded
-from ctr.data.prepare import _bar, raw_encoder, read_rows_of
+from ctr.data.prepare import progress_bar, raw_encoder, read_rows_of
 from ctr.data.table import TableSpec
 from ctr.errors import CTRError, DataError
 from ctr.train.evaluation import predict_logits
@@ -155,7 +155,7 @@ def predict_file(
         nonlocal written
         with (
             _PredictionSink(tmp, out.suffix == ".csv", carry) as sink,
-            _bar(progress, f"predict {data.name}") as bar,
+            progress_bar(progress, f"predict {data.name}") as bar,
             closing(read_rows_of(data, scorer.table, **read)) as batches,
         ):
             # a chunk is read and encoded in a background thread while the one before is scored

@@ -11,10 +11,10 @@ Works under torchrun too (each rank runs this file; ``--fault-rank`` picks the o
 import argparse
 import os
 import signal
-import sys
 
 from ctr.cli import run_cli, train_main
 from ctr.train import epoch
+from ctr.train.distributed import exit_process
 
 
 def main() -> int:
@@ -52,4 +52,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

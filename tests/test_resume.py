@@ -191,14 +191,7 @@ def test_sigkill_under_torchrun_then_resume_matches_an_uninterrupted_run(raw, tm
     )
     assert r.returncode != 0 and not (out / "results.json").exists(), f"step {at}"
     r = torchrun(ROOT / "train.py", "--resume", out)
-
-    def aborted(r):
-        # a rare abort of a gloo rank's process (std::terminate, no Python error) seen on this CPU setup
-        return r.returncode != 0 and "terminate called without an active exception" in r.stderr
-
-    if aborted(r) and not (out / "results.json").exists():  # still resumable: resuming again must still end
-        r = torchrun(ROOT / "train.py", "--resume", out)  # bitwise where the uninterrupted run ends
-    assert r.returncode == 0 or (aborted(r) and (out / "results.json").exists()), f"step {at}: {r.stderr[-3000:]}"
+    assert r.returncode == 0, f"step {at}: {r.stderr[-3000:]}"
     same_run(ref, out)
 
 

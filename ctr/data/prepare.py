@@ -310,7 +310,7 @@ def write_prepared(
     with (
         unchanged(first, first_print),
         open(inter, "wb") as sink,
-        _bar(progress, f"fit {first.name}") as bar,
+        progress_bar(progress, f"fit {first.name}") as bar,
         closing(read_rows_of(first, table, **read)) as raw,
     ):
         for raw_batch in raw:
@@ -339,7 +339,7 @@ def write_prepared(
     weight = table is not None and table.weight is not None
     with (
         _ParquetSplits(out, fields, wanted, group, weight) as writers,
-        _bar(progress, "encode", sum(rows.values())) as bar,
+        progress_bar(progress, "encode", sum(rows.values())) as bar,
         closing(read_rows(inter)) as kept,
     ):
         for batch, split in kept:
@@ -351,7 +351,7 @@ def write_prepared(
             with (
                 unchanged(files[split], source["files"][split]),
                 _ParquetSplits(out, fields, (split,), group, weight) as writers,
-                _bar(progress, f"encode {split}") as bar,
+                progress_bar(progress, f"encode {split}") as bar,
                 closing(read_rows_of(files[split], table, **read)) as batches,
             ):
                 for batch in batches:
@@ -741,7 +741,7 @@ def time_thresholds(
     times: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     held = 0
-    with _bar(progress, f"times {path.name}") as bar, closing(read_rows_of(path, table, **read)) as batches:
+    with progress_bar(progress, f"times {path.name}") as bar, closing(read_rows_of(path, table, **read)) as batches:
         for batch in batches:
             t, c = np.unique(batch.time, return_counts=True)
             times.append(t)
@@ -768,7 +768,7 @@ def _log(progress: bool, message: str) -> None:
         print(f"ctr.data: {message}", file=sys.stderr)
 
 
-def _bar(progress: bool, desc: str, total: int | None = None) -> Any:
+def progress_bar(progress: bool, desc: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
     return tqdm(

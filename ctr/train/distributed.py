@@ -6,8 +6,11 @@ the data (the others wait, then read the cache), evaluates, and writes the run d
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -28,6 +31,8 @@ class DistContext:
         return self.rank == 0
 
 
+_joined_group = False  # whether this process ever joined a process group (see exit_process)
+
 SINGLE_PROCESS = DistContext()  # one process on the CPU: the default context of code that may run under DDP
 
 
@@ -44,6 +49,8 @@ def init_distributed(device: torch.device) -> DistContext:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    global _joined_group
+    _joined_group = True
     return DistContext(dist.get_rank(), dist.get_world_size(), device)
 
 
@@ -85,3 +92,21 @@ def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``; a process that joined a process group skips the interpreter's finalization.
+
+    Gloo's worker threads drop their last references to finished collectives asynchronously, and with them the
+    tensors those collectives held (the flags of ``any_rank``, DDP's buffer broadcasts). A tensor known to Python
+    needs the GIL to be freed; a worker thread that frees one while the interpreter finalizes cannot take it, and the
+    C++ runtime aborts the process (std::terminate) after a run that succeeded. Destroying the process group does not
+    stop those threads. Everything a run writes is closed and renamed before this point, so only logging and the
+    standard streams are flushed.
+    """
+    if not _joined_group:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
