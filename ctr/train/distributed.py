@@ -31,9 +31,12 @@ class DistContext:
         return self.rank == 0
 
 
-_joined_group = False  # whether this process ever joined a process group (see exit_process)
-
 SINGLE_PROCESS = DistContext()  # one process on the CPU: the default context of code that may run under DDP
+
+
+def launched_world_size() -> int:
+    """The number of processes ``torchrun`` launched (``WORLD_SIZE``; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def init_distributed(device: torch.device) -> DistContext:
@@ -41,16 +44,13 @@ def init_distributed(device: torch.device) -> DistContext:
 
     On CUDA each rank uses ``cuda:LOCAL_RANK`` and NCCL; on CPU, gloo.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if launched_world_size() <= 1:
         return DistContext(device=device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    global _joined_group
-    _joined_group = True
     return DistContext(dist.get_rank(), dist.get_world_size(), device)
 
 
@@ -95,7 +95,7 @@ def shutdown(ctx: DistContext) -> None:
 
 
 def exit_process(code: int) -> NoReturn:
-    """End the process with ``code``; a process that joined a process group skips the interpreter's finalization.
+    """End the process with ``code``; under torchrun (``WORLD_SIZE`` > 1) without the interpreter's finalization.
 
     Gloo's worker threads drop their last references to finished collectives asynchronously, and with them the
     tensors those collectives held (the flags of ``any_rank``, DDP's buffer broadcasts). A tensor known to Python
@@ -104,7 +104,7 @@ def exit_process(code: int) -> NoReturn:
     stop those threads. Everything a run writes is closed and renamed before this point, so only logging and the
     standard streams are flushed.
     """
-    if not _joined_group:
+    if launched_world_size() <= 1:
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()
